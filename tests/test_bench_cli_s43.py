@@ -354,6 +354,20 @@ def test_scale_progress_reaches_the_memories_added(
     assert sum(ticks) == n
 
 
+def test_scale_bar_names_the_embedder_timing_before_the_adds(tmp_path: Path) -> None:
+    """The bar said "add memories 0/N" for the ~12 s the embedder was timed, before any
+    add (a review, s57); that phase has its own line now, then the adds'. On a
+    terminal (FORCE_COLOR: rich draws the bar on a pipe as on one)."""
+    args = ["bench", "scale", "--n", "300", "--queries", "2", "--embedder", "hash"]
+    done = run_cli(*args, "--data", str(tmp_path / "none.json"), env={"FORCE_COLOR": "1"})
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    assert "time the embedder" in err and "add memories" in err
+    assert err.index("time the embedder") < err.index("add memories")
+    assert "add memories" not in err[: err.rindex("time the embedder")]
+    assert "100/300" in err  # a step every 100 adds, not 1,000
+
+
 def test_the_replay_report_names_its_embedder(tmp_path: Path) -> None:
     """As the locomo and scale reports do: the memory strategies' recall depends on it."""
     from contextos.bench.replay import run_replay

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from cli_support import run_cli
@@ -201,6 +203,28 @@ def test_demo_json(tmp_path: Path) -> None:
     assert seg["memories"]["tokens"] > 0
     assert "simulator" in report["cost"]["source"]
     assert (tmp_path / "demo.db").exists()
+
+
+def test_demo_keep_on_a_database_holding_the_demo_refuses(tmp_path: Path) -> None:
+    """Run twice on one ``--keep`` PATH (to try another ``--model``), the demo stored
+    the sample again: each turn came back twice in retrieval, and it said "0 extracted
+    facts" (a review, s57). The second run is refused, the database left as it was."""
+    db = tmp_path / "demo.db"
+    assert run_cli("demo", "--keep", str(db)).returncode == 0
+
+    def rows() -> tuple[int, int]:
+        with closing(sqlite3.connect(db)) as c:
+            return (
+                c.execute("SELECT count(*) FROM memories").fetchone()[0],
+                c.execute("SELECT count(*) FROM turns").fetchone()[0],
+            )
+
+    stored = rows()
+    again = run_cli("demo", "--keep", str(db), "--model", "claude-haiku-4-5")
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr.startswith("error: the database ")
+    assert "holds the demo already" in again.stderr and "new --keep path" in again.stderr
+    assert rows() == stored
 
 
 def test_session_add_keeps_a_tool_results_call_id(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ review). A long result is shown around its match, not whole.
 
 from __future__ import annotations
 
+import functools
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,45 @@ def test_a_long_turn_is_shown_around_its_match(tmp_path: Path) -> None:
         assert "the key is WALRUS" in found.text
         assert "[29,5" in found.text and "characters after]" in found.text
         assert len(found.text) < ENTRY_CHARS + 200
+
+
+def test_a_long_turn_is_shown_around_its_match_when_lower_case_is_longer(
+    tmp_path: Path,
+) -> None:
+    """'İ' lower-cased is two characters: the match was found in the lower-cased turn
+    and the turn cut at that offset, so after 640 of them the excerpt missed the match
+    (a review, s57)."""
+    line = "İstanbul İzmir İlçe İş raporu satırı. "
+    report = line * 160 + "Sözleşme numarası: ZX-99812. " + line * 160
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory:
+        Session(memory, "tr", user_id="ana").add(Message("user", report))
+        found = scoped_tools(memory, user_id="ana", session_id="tr").execute(
+            "conversation_search", {"query": "ZX-99812 sözleşme"}
+        )
+        assert "Sözleşme numarası: ZX-99812." in found.text
+        assert len(found.text) < ENTRY_CHARS + 200
+
+
+def test_composed_and_decomposed_words_find_each_other(tmp_path: Path) -> None:
+    """A word logged decomposed (u + U+0308, as text pasted from macOS file names
+    arrives) was not found by the model's composed query, nor the other way round (a
+    review, s57). The turn is shown as logged, and a long one around its match."""
+    nfd = functools.partial(unicodedata.normalize, "NFD")
+    long_turn = nfd("über öl äh " * 600 + "Café Süd, room QX-4471. " + "more " * 400)
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory:
+        Session(memory, "s", user_id="ana").add(
+            Message("user", nfd("Meeting moved to Zürich office.")),
+            Message("assistant", "Noted: Bärbel joins."),
+            Message("user", long_turn),
+        )
+        tools = scoped_tools(memory, user_id="ana", session_id="s")
+
+        def search(query: str) -> str:
+            return tools.execute("conversation_search", {"query": query}).text
+
+        assert search("Zürich") == "[turn 0] user: " + nfd("Meeting moved to Zürich office.")
+        assert search(nfd("Bärbel")) == "[turn 1] assistant: Noted: Bärbel joins."
+        assert nfd("Café Süd, room QX-4471.") in search("Café")
 
 
 def test_earlier_search_answers_in_the_log_are_not_searched(tmp_path: Path) -> None:

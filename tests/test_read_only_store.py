@@ -186,3 +186,39 @@ def test_serve_says_at_start_that_its_database_is_read_only(tmp_path: Path) -> N
     assert listed.status_code == 200 and "green tea" in listed.text
     assert added.status_code == 500 and "retry-after" not in added.headers, added.text
     assert f"cannot write the database {db}: it was opened read-only" in said, said
+
+
+def test_a_database_the_modes_forbid_is_refused_naming_the_permission(tmp_path: Path) -> None:
+    """SQLite says "unable to open database file" for a file this process may not read
+    and for a new one in a folder it may not write, and the default database in a
+    read-only home read as "folder ... does not exist": none named the cause (a
+    review, s57). Each now says which permission, on which path."""
+    locked, home, unreadable = tmp_path / "locked", tmp_path / "home", tmp_path / "nr.db"
+    with Memory(unreadable, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("I moved to Lisbon", user_id="ana")
+    for folder in (locked, home):
+        folder.mkdir(mode=0o555)
+    unreadable.chmod(0)
+    env = {k: v for k, v in os.environ.items() if k not in ("CONTEXTOS_DB", "XDG_DATA_HOME")}
+    env |= {"CONTEXTOS_EMBEDDER": "hash", "HOME": str(home)}
+
+    def error(*args: str) -> str:
+        argv = _as_user([sys.executable, "-m", "contextos", *args])
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+        return proc.stderr.splitlines()[-1]
+
+    try:
+        assert error("--db", str(locked / "new.db"), "add", "hi", "-u", "ana").endswith(
+            f"(permission denied: folder '{locked}' is not writable by this process)"
+        )
+        assert error("--db", str(unreadable), "list", "-u", "ana").endswith(
+            f"(permission denied: this process may not read '{unreadable}')"
+        )
+        default = error("add", "hi", "-u", "ana")
+        assert "does not exist (permission denied: folder" in default
+        assert default.endswith(f"'{home}' is not writable by this process)")
+    finally:
+        unreadable.chmod(0o600)
+        for folder in (locked, home):
+            folder.chmod(0o755)

@@ -44,6 +44,21 @@ def test_a_session_id_with_the_lock_prefix_is_refused_and_the_lock_still_works(
     assert chat.state() == state
 
 
+def test_an_id_differing_from_the_prefix_in_case_is_a_listed_conversation(
+    store: Store,
+) -> None:
+    """``Session`` refuses exactly the prefix, so "Contextos.Lock.roadmap" is a
+    conversation; the listing left out ids by LIKE, which ignores ASCII case on SQLite,
+    so it was logged but never listed there, and listed on PostgreSQL (a review, s57)."""
+    ana = Scope("default", user_id="ana")
+    for sid in ["Contextos.Lock.roadmap", "CONTEXTOS.LOCK.x", "chat-1"]:
+        Session(store, sid, user_id="ana").add(Message("user", f"hello from {sid}"))
+    with owner_lock(store, ana, "core"):
+        listed = store.sessions(ana)
+    assert sorted(listed) == ["CONTEXTOS.LOCK.x", "Contextos.Lock.roadmap", "chat-1"]
+    assert sorted(store.sessions(Scope("default"))) == sorted(listed)
+
+
 def test_wrap_refuses_a_reserved_session_id(memory: Memory, anthropic_client: Any) -> None:
     with pytest.raises(ScopeError, match="reserved"):
         wrap(anthropic_client, memory, session="contextos.lock.chat-7", user_id="ana")

@@ -313,9 +313,13 @@ class MemoryFiles:
 
     def _remove(self, ids: Sequence[str]) -> None:
         """Delete and purge: a file the model deleted (or an old copy of one) leaves no
-        text behind in its history, the search index or the database file. Why: the
-        model has no other way to erase what it wrote ("Successfully deleted" must mean
-        gone); the history keeps that the file existed and was deleted."""
+        text behind in its own records (their history, the search index, the database
+        file). Why: the tool gives the model no other way to erase what it wrote
+        ("Successfully deleted" must mean the file is gone); the history keeps that the
+        file existed and was deleted. Not reached: copies outside these records, the
+        model's calls that carried the text as a session logged them (a loop on a
+        wrapped client: ``turns.tool_calls``), which stay until ``Memory.forget`` of
+        that session or user (docs/agent.md, section 1)."""
         for memory_id in ids:
             _renewed()
             self.memory.delete(memory_id, purge=True)

@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import threading
+import unicodedata
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -252,7 +253,7 @@ def query_words(query: str) -> re.Pattern[str] | None:
     """A pattern of the distinct words of ``query`` (its first :data:`MAX_QUERY_WORDS`,
     of two characters or more, lower-cased), each found only as a whole word; None when
     it has none."""
-    asked = (w for w in _WORD.findall(query.lower()) if len(w) > 1)
+    asked = (w for w in _WORD.findall(searchable(query)) if len(w) > 1)
     words = set(itertools.islice(dict.fromkeys(asked), MAX_QUERY_WORDS))
     if not words:
         return None
@@ -262,15 +263,50 @@ def query_words(query: str) -> re.Pattern[str] | None:
     return re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
 
 
+def searchable(text: str) -> str:
+    """``text`` as the searches of this module compare it to a query: composed (NFC)
+    and lower-cased. What is shown stays the text as logged (:func:`excerpt`).
+
+    Why composed: a word typed decomposed ("Zu\u0308rich", as text pasted from macOS
+    file names or some PDFs arrives) is the same word; compared as code points, the
+    model's "Zürich" did not find it (a review, s57), though the library treats the two
+    as one text elsewhere (``types.content_hash``, archival search)."""
+    if text.isascii():  # nothing to compose (most text): the check is one pass in C
+        return text.lower()
+    return unicodedata.normalize("NFC", text).lower()
+
+
+def _offset_in(text: str, at: int) -> int:
+    """Where in ``text`` the character at ``at`` of ``searchable(text)`` comes from: the
+    shortest prefix whose searchable form reaches it (a binary search, each step one
+    pass in C).
+
+    Why: the searchable form can be longer than the text ('İ' lower-cased is two
+    characters) or shorter (a decomposed letter composed), so its offsets cut the text
+    elsewhere: a long Turkish turn was shown
+    640 characters past its match, the match not in the excerpt (a review, s57)."""
+    if text.isascii():
+        return at
+    low, high = 0, len(text)
+    while low < high:
+        mid = (low + high) // 2
+        if len(searchable(text[:mid])) <= at:
+            low = mid + 1
+        else:
+            high = mid
+    return max(0, low - 1)
+
+
 def excerpt(text: str, wanted: re.Pattern[str] | None) -> str:
     """``text``, or :data:`ENTRY_CHARS` of it from a little before its first match of
-    ``wanted`` (matched on the lower-cased text, as the search; from its start with no
-    match or no ``wanted``), with what was left out said in brackets. Every search
+    ``wanted`` (matched on :func:`searchable` text, as the search; from its start with
+    no match or no ``wanted``), with what was left out said in brackets. Every search
     answer's entries are bounded by it."""
     if len(text) <= ENTRY_CHARS:
         return text
-    found = wanted.search(text.lower()) if wanted is not None else None
-    start = max(0, min((found.start() if found else 0) - ENTRY_CHARS // 4, len(text) - ENTRY_CHARS))
+    found = wanted.search(searchable(text)) if wanted is not None else None
+    at = _offset_in(text, found.start()) if found else 0
+    start = max(0, min(at - ENTRY_CHARS // 4, len(text) - ENTRY_CHARS))
     end = start + ENTRY_CHARS
     before = f"[{start:,} characters before] " if start else ""
     after = f" [{len(text) - end:,} characters after]" if end < len(text) else ""
@@ -448,7 +484,7 @@ class AgentTools:
             for seq, role, content in self._logged_texts()
             if role != "system"
             and (text := _without_own_answers(content) if role == "tool" else content)
-            and (found := set(wanted.findall(text.lower())))
+            and (found := set(wanted.findall(searchable(text))))
         )
         # The most query words first, the newest among equals; only those kept.
         best = heapq.nlargest(self.search_limit, scored, key=lambda x: (x[0], x[1]))

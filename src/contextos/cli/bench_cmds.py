@@ -214,18 +214,27 @@ def register(cli: click.Group, bench: click.Group) -> None:
 
         The embedding rate is measured on synthetic LoCoMo-like turns and, when the
         LoCoMo file (--data) is there, on its real turns too."""
-        from ..bench.scale import run_scale
+        from ..bench.scale import ADD, run_scale
         from ..embed import make_embedder
 
         model = make_embedder(bench_embedder(embedder, "scale"))
         with progress_bar() as bar:
-            task = bar.add_task("add memories", total=n)
+
+            def stage(name: str) -> None:
+                """A line per phase, the one before gone, shown at once (a short phase
+                could end between two of the bar's refreshes)."""
+                for done in bar.task_ids:
+                    bar.update(done, visible=False)
+                bar.add_task(name, total=n if name == ADD else None)
+                bar.refresh()
+
             report = run_scale(
                 n,
                 queries=queries,
-                progress=lambda k: bar.advance(task, k),
+                progress=lambda k: bar.advance(bar.task_ids[-1], k),
                 embedder=model,
                 locomo=data,
+                stage=stage,
             )
         if state.as_json:
             click.echo(json.dumps(report, indent=2))

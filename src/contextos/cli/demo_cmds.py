@@ -124,7 +124,8 @@ def register(cli: click.Group, bench: click.Group) -> None:
         "--keep",
         "keep_db",
         metavar="PATH",
-        help="Keep the demo database at PATH (default: a temporary file).",
+        help="Keep the demo database at PATH (default: a temporary file); "
+        "a database that holds the demo already is refused.",
     )
     @click.option("--model", default="claude-sonnet-4-6", show_default=True, callback=model_param)
     @json_option

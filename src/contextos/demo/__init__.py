@@ -22,7 +22,7 @@ from contextos.cache import CacheReport, CacheSimulator, cache_request, report
 from contextos.demo.data import CAPTIONS, QUESTIONS, SESSIONS, SPEAKERS, SYSTEM_PROMPT, TOOLS
 from contextos.engine.session import Session
 from contextos.engine.window import Window
-from contextos.errors import EmbedderUnavailable
+from contextos.errors import ConfigError, EmbedderUnavailable
 from contextos.llm.models import ModelInfo, get_model
 from contextos.memory import Memory
 from contextos.types import Hit, MemoryRecord, Message, Role
@@ -92,13 +92,25 @@ def run_demo(
     model_name: str = "claude-sonnet-4-6",
     progress: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Run the demo against a database file (created if missing)."""
+    """Run the demo against a database file (created if missing).
+
+    Raises:
+        ConfigError: the database holds the demo already (its session log). Why: run
+            again on it (``demo --keep PATH`` twice, to try another ``--model``), the
+            sample was stored a second time: every turn came back twice in retrieval,
+            and the report said "0 extracted facts" (they were deduplicated).
+    """
     say = progress or (lambda _msg: None)
     model = get_model(model_name)  # unknown names fail here, before any work
     result = DemoResult(model=model)
     memory = Memory(db)
     try:
         session = Session(memory.store, "demo-chat", user_id=USER)
+        if session.turns():
+            raise ConfigError(
+                f"the database {db} holds the demo already (its session 'demo-chat'); "
+                "run it on a new database (a new --keep path), or delete this one"
+            )
         say("ingesting the sample conversation (the embedding model loads on first use)")
         ingest(memory, session, result)
         for question in QUESTIONS:

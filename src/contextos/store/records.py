@@ -753,8 +753,10 @@ def list_sessions(
     the tenant (the turns have no index on the agent): about 30 ms at 100,000 turns on
     SQLite and 23 ms on PostgreSQL, against 0.2 and 0.6 ms now (a review)."""
     sql = f"SELECT session_id FROM session_meta AS listed WHERE tenant = {mark}"
-    sql += f" AND session_id NOT LIKE {mark}"
-    params: list[object] = [scope.tenant, f"{LOCK_SESSION_PREFIX}%"]
+    # Exactly the reserved prefix (``Session`` refuses it case-sensitively): LIKE
+    # ignores ASCII case on SQLite, and hid "Contextos.Lock.x", a conversation (s57).
+    sql += f" AND substr(session_id, 1, {len(LOCK_SESSION_PREFIX)}) <> {mark}"
+    params: list[object] = [scope.tenant, LOCK_SESSION_PREFIX]
     if scope.session_id is not None:
         sql += f" AND session_id = {mark}"
         params.append(scope.session_id)

@@ -1678,10 +1678,30 @@ def create_private(file: Path) -> None:
     Made here with ``os.open``, not under a changed umask: the umask is the whole
     process's, the host application's files too. A file that exists keeps its mode
     (the operator's choice, ``O_EXCL``); one that cannot be made is left for SQLite,
-    whose error says why.
+    whose error (with :func:`_denied`'s) says why.
     """
     with contextlib.suppress(OSError):
         os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
+def _denied(file: Path) -> str | None:
+    """The permission that keeps this process from opening the database ``file``, or
+    from making it (its folder, or the nearest folder above a missing one, not
+    writable); None when none does.
+
+    Why: SQLite says "unable to open database file" for a file it may not read and for
+    a new one in a folder it may not write, and a default folder that could not be
+    made (a read-only or missing home) read as "does not exist", none naming the
+    cause (a review, s57)."""
+    if file.exists():
+        readable = os.access(file, os.R_OK)
+        return None if readable else f"permission denied: this process may not read {str(file)!r}"
+    folder = file.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    return f"permission denied: folder {str(folder)!r} is not writable by this process"
 
 
 def _connect(
@@ -1701,8 +1721,10 @@ def _connect(
         if file.is_dir():
             raise StoreError(f"cannot open database {path!r}: it is a directory")
         if not file.parent.is_dir():
+            denied = _denied(file)
             raise StoreError(
                 f"cannot open database {path!r}: folder {str(file.parent)!r} does not exist"
+                + (f" ({denied})" if denied else "")
             )
         folder_writable = os.access(file.parent, os.W_OK)
         read_only = opens_read_only(file)
@@ -1730,7 +1752,11 @@ def _connect(
         refused = _write_refused(None if path == ":memory:" else _Opened.now(path), exc)
         if isinstance(refused, StoreFault):  # a -wal or -shm left read-only
             raise refused from exc
-        raise StoreError(f"cannot open database {path!r}: {exc}") from exc
+        cant_open = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CANTOPEN
+        denied = _denied(Path(path)) if cant_open else None
+        raise StoreError(
+            f"cannot open database {path!r}: {exc}" + (f" ({denied})" if denied else "")
+        ) from exc
     except sqlite3.DatabaseError as exc:
         _release(held)
         # "file is not a database" at open is most often a path to another file: said
