@@ -233,21 +233,7 @@ def parse_record(number: int, data: Mapping[str, Any], tenant: str) -> MemoryRec
         if data.get(key) is None:
             raise ImportLineError(number, f"{key!r} is missing")
     try:
-        for key in ("id", "text", "context"):
-            if not isinstance(data.get(key, ""), str):
-                raise ValueError(f"{key!r} must be a string")
-        if not data["id"].strip():
-            raise ValueError("'id' is blank")
-        kind = data.get("memory_type", "episodic")
-        if kind not in MEMORY_TYPES:
-            raise ValueError(f"'memory_type' must be one of {MEMORY_TYPES}, not {kind!r}")
-        metadata = data.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise ValueError("'metadata' must be a JSON object")
-        _check_finite(metadata)
-        provenance = data.get("provenance") or []
-        if not isinstance(provenance, list) or not all(isinstance(p, str) for p in provenance):
-            raise ValueError("'provenance' must be a list of strings")
+        kind, metadata, provenance = _checked_fields(data)
         times = {key: _time(key, data.get(key)) for key in _TIMES}
         scope = Scope(
             tenant=tenant,
@@ -270,12 +256,35 @@ def parse_record(number: int, data: Mapping[str, Any], tenant: str) -> MemoryRec
             valid_from=times["valid_from"],
             valid_to=times["valid_to"],
         )
+        if not scope.is_scoped():
+            raise ValueError("a memory needs a user_id, agent_id or session_id")
         refuse_nul_in_scope(scope)
         for what in ("id", "text", "context", "metadata", "provenance"):
             refuse_nul(what, getattr(record, what))
     except (TypeError, ValueError) as exc:
         raise ImportLineError(number, str(exc)) from None
     return record
+
+
+def _checked_fields(data: Mapping[str, Any]) -> tuple[Any, dict[str, Any], list[str]]:
+    """The type, metadata and provenance of a record line, its strings checked
+    (ValueError naming the field)."""
+    for key in ("id", "text", "context"):
+        if not isinstance(data.get(key, ""), str):
+            raise ValueError(f"{key!r} must be a string")
+    if not data["id"].strip():
+        raise ValueError("'id' is blank")
+    kind = data.get("memory_type", "episodic")
+    if kind not in MEMORY_TYPES:
+        raise ValueError(f"'memory_type' must be one of {MEMORY_TYPES}, not {kind!r}")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("'metadata' must be a JSON object")
+    _check_finite(metadata)
+    provenance = data.get("provenance") or []
+    if not isinstance(provenance, list) or not all(isinstance(p, str) for p in provenance):
+        raise ValueError("'provenance' must be a list of strings")
+    return kind, metadata, provenance
 
 
 def _time(key: str, value: object) -> datetime | None:
