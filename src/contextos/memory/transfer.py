@@ -251,7 +251,7 @@ def parse_record(number: int, data: Mapping[str, Any], tenant: str) -> MemoryRec
             context=data.get("context", ""),
             hash=content_hash(data["text"]),
             created_at=times["created_at"],
-            updated_at=times["updated_at"],
+            updated_at=times["updated_at"] or times["created_at"],  # as a store writes it
             event_time=times["event_time"],
             valid_from=times["valid_from"],
             valid_to=times["valid_to"],
