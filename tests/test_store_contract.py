@@ -8,6 +8,7 @@ This module is the specification for writing a new backend.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -230,6 +231,35 @@ def test_list_filters_and_paginates_newest_first(store: Store) -> None:
     assert store.count(scope_filter()) == 6
     assert store.count(Filter(scope=Scope(tenant="t1"))) == 7
     assert store.count(Filter(scope=Scope(tenant="t2"))) == 0
+
+
+def test_restore_inserts_as_given_and_returns_what_was_there(store: Store) -> None:
+    """``restore`` (an import): ids, times, validity kept; an id already stored is
+    returned with its stored record and left alone; the rest are indexed and queued."""
+    closed = replace(
+        rec("Ana lived in Berlin", created=T0, valid_to=T0 + timedelta(days=1)),
+        updated_at=T0 + timedelta(days=1),
+    )
+    stored = rec("already here")
+    store.put([stored])
+    found = store.restore([closed, replace(stored, text="changed meanwhile")])
+    assert set(found) == {stored.id} and found[stored.id] == store.get("t1", stored.id)
+    assert store.get("t1", stored.id).text == "already here"  # type: ignore[union-attr]
+    got = store.get("t1", closed.id)
+    assert got == closed and got.updated_at == T0 + timedelta(days=1)
+    assert [
+        r.id for r in store.keyword_search(scope_filter(include_invalid=True), "Berlin", limit=3)
+    ] == [closed.id]
+    assert closed.id in {r.id for r in store.pending_vectors(limit=10)}
+    assert store.restore([closed]) == {closed.id: got}
+
+
+def test_list_after_oldest_first_pages_forward(store: Store) -> None:
+    same = [rec(f"tied {i}", created=T0) for i in range(3)]  # one instant: written order
+    store.put([rec("older", created=T0 - timedelta(minutes=1)), *same])
+    first = store.list_after(scope_filter(), limit=2, oldest_first=True)
+    rest = store.list_after(scope_filter(), after=first[-1][1], limit=10, oldest_first=True)
+    assert [r.text for r, _ in first + rest] == ["older", "tied 0", "tied 1", "tied 2"]
 
 
 # -- search --------------------------------------------------------------------

@@ -38,6 +38,7 @@ COMMANDS = {
     **dict.fromkeys(["keys", "mcp", "serve"], "server_cmds"),
     **dict.fromkeys(["compact", "session", "window"], "session_cmds"),
     **dict.fromkeys(["status", "vacuum"], "store_cmds"),
+    **dict.fromkeys(["export", "import"], "transfer_cmds"),
     "chat": "provider_cmds",
     "count": "count_cmds",
     "demo": "demo_cmds",

@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -80,6 +80,7 @@ from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
 if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by import
     from .extract import Extractor
     from .reconcile import Reconciler
+    from .transfer import ImportReport
 
 MAX_LIMIT = 1000
 
@@ -890,6 +891,69 @@ class Memory:
         live in the server's key table (``KeyStore.delete_tenant``). Returns the
         number of memories removed."""
         return self.store.forget_tenant(self.tenant)
+
+    def export(
+        self,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every memory of a scope (with no id given: of the whole tenant), superseded
+        and ended ones included, as the lines of an export: a header (``format``,
+        ``version``, ``tenant``, ``scope``, ``exported_at``), then one dict a memory,
+        everything :meth:`import_records` needs to store it again as it was (id, text,
+        type, scope, metadata, context, creation, update and event times, validity,
+        provenance). Read lazily, a page at a time by key, so a store of any size is
+        exported in bounded memory, and a memory written or deleted meanwhile makes no
+        other repeat or go missing. ``json.dumps`` of each is a line of the file
+        ``contextos export`` writes.
+
+        Why: a backup, a restore and a move from SQLite to PostgreSQL need every memory
+        back with its id, times and validity; ``get_all`` and ``add`` lose those, and
+        ``add`` refuses a session memory's library keys (a review). Not exported:
+        vectors (remade on import by the embedding worker, with the target's embedder),
+        history, and session logs (``Session`` turns; see docs/cli.md)."""
+        from .transfer import export_records
+
+        scope = Scope(self.tenant, user_id, agent_id, session_id)
+        return export_records(self.store, scope, datetime.now(UTC))
+
+    def import_records(
+        self,
+        records: Iterable[Mapping[str, Any] | str | bytes],
+        *,
+        progress: Callable[[ImportReport], None] | None = None,
+    ) -> ImportReport:
+        """Store the records of an export (:meth:`export`'s dicts, or the lines of its
+        file, the header included or not) in this Memory's tenant exactly as they were:
+        same ids, times, validity, metadata and context. Each batch of 500 is one
+        transaction; an id already stored is never overwritten: one stored exactly so
+        counts as ``already`` (importing a file twice stores nothing the second time,
+        and a run stopped midway is finished by running it again), one stored otherwise
+        (changed since the export; on SQLite, an id of another tenant) as a conflict,
+        its id listed, and left as stored. Returns an :class:`ImportReport`;
+        ``progress`` is called with it after each batch.
+
+        A line that is no record (broken JSON, an unknown field, a bad time) raises
+        :class:`~contextos.memory.transfer.ImportLineError`, a ``ValueError`` naming
+        the line; the batches before it are stored. The records are searchable by
+        their words at once; their vectors are made by the embedding worker, as after
+        ``add`` (``flush()`` waits for them)."""
+        from .transfer import import_records
+
+        def stored(report: ImportReport) -> None:
+            self._embed_later()
+            if progress is not None:
+                progress(report)
+
+        return import_records(
+            self.store,
+            self.tenant,
+            records,
+            counted=self.record_tokens.counted,
+            stored=stored,
+        )
 
     def vacuum(self) -> None:
         """Rewrite the database so erased rows leave no bytes and space is reclaimed.

@@ -399,6 +399,25 @@ class Store(Protocol):
         two handles writing one text at once, in any processes, store it once."""
         ...
 
+    def restore(
+        self, records: Sequence[MemoryRecord], *, actor: str = "import"
+    ) -> builtins.dict[str, MemoryRecord | None]:
+        """Insert, in one transaction, those of ``records`` (all of one tenant, ids
+        distinct) whose id is not stored yet, exactly as given: id, times, validity,
+        context, metadata and token count kept (``put`` does too), each indexed for
+        keyword search, queued for its vector and logged as an ADD by ``actor``.
+
+        Returns the ids that were not inserted because they are stored already: each
+        with its stored record, or None where the id belongs to another tenant (SQLite,
+        where ids are unique across tenants). Nothing stored is changed: the caller
+        tells a record already restored from one that differs.
+
+        Why not ``put``: an export restored (a backup, a move from SQLite to
+        PostgreSQL) must keep what ``put``'s callers check against the live store (the
+        session's newest record, a text's repeats), and be run again after a crash
+        without storing anything twice (``Memory.import_records``)."""
+        ...
+
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
         """One record of ``tenant`` by id, or None."""
         ...
@@ -518,6 +537,7 @@ class Store(Protocol):
         limit: int = 100,
         offset: int = 0,
         max_bytes: int | None = None,
+        oldest_first: bool = False,
     ) -> builtins.list[tuple[MemoryRecord, str]]:
         """Records matching ``flt`` in ``list``'s order (newest first), each with its
         key: ``limit`` of them from ``offset`` (or fewer, cut by ``max_bytes`` as
@@ -531,7 +551,12 @@ class Store(Protocol):
         before) -- a record's ``created_at`` is stamped before its write waits for
         the store's lock, so a record committed after a page was read could still be
         older than that read. A page after a key holds only records after it in the
-        order, whatever was written or deleted since the key was read."""
+        order, whatever was written or deleted since the key was read.
+
+        ``oldest_first``: in the opposite order (oldest first; a key is then followed by
+        the records after it in that order). An export reads so, and its import stores
+        the records in the order they were written: records made at one instant (the
+        turns an offload archives) keep their order, which tells a session's newest."""
         ...
 
     def pointing_to(

@@ -133,6 +133,17 @@ def record_values(
     )
 
 
+def one_tenant(records: Sequence[MemoryRecord]) -> str:
+    """The tenant of ``records`` (``Store.restore``'s): ValueError when they have several
+    or repeat an id."""
+    tenants = {r.tenant for r in records}
+    if len(tenants) != 1:
+        raise ValueError(f"records of one tenant only, not of {len(tenants)}")
+    if len({r.id for r in records}) != len(records):
+        raise ValueError("the records repeat an id")
+    return tenants.pop()
+
+
 def record_from_values(
     values: Sequence[Any],
     *,

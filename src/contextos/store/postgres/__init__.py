@@ -489,6 +489,26 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 raise ValueError(f"a record with this id already exists: {exc.__cause__}") from None
             raise
 
+    def restore(
+        self, records: Sequence[MemoryRecord], *, actor: str = "import"
+    ) -> dict[str, MemoryRecord | None]:
+        if not records:
+            return {}
+        tenant = shared.one_tenant(records)
+        now = _now()
+        # Two imports of one id at once: the second's insert fails on the key, a
+        # ValueError, and its caller runs the batch again (``Memory.import_records``).
+        with self._duplicate_is_value_error(), self._tx("write") as cur:
+            rows = cur.execute(
+                f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.id = ANY(%s)",
+                (tenant, [r.id for r in records]),
+            ).fetchall()
+            found: dict[str, MemoryRecord | None] = {
+                stored.id: stored for stored in map(record_from_row, rows)
+            }
+            _insert_records(cur, [r for r in records if r.id not in found], now, actor)
+        return found
+
     # Reads by an id holding NUL answer as for an unknown id (PostgreSQL cannot send it;
     # no store holds one): records.nul_reads_as_absent, on each method below that takes
     # an id or a scope.
@@ -591,6 +611,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         limit: int = 100,
         offset: int = 0,
         max_bytes: int | None = None,
+        oldest_first: bool = False,
     ) -> _Keyed:
         where, params = filter_sql(flt, _now())
         if after is not None:
@@ -600,9 +621,10 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 when = utc(datetime.fromisoformat(at))
             except (TypeError, ValueError):
                 raise ValueError("not a key of this list (after)") from None
-            where += " AND (m.created_at, m.seq) < (%s, %s)"
+            where += f" AND (m.created_at, m.seq) {'>' if oldest_first else '<'} (%s, %s)"
             params = [*params, when, row]
-        order = "ORDER BY m.created_at DESC, m.seq DESC"
+        way = "ASC" if oldest_first else "DESC"
+        order = f"ORDER BY m.created_at {way}, m.seq {way}"
         columns = f"{RECORD_COLUMNS}, m.seq"
         if max_bytes is None:
             rows = self._read(

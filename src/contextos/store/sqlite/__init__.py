@@ -489,6 +489,25 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             _insert_records(db, records, now, actor)
             self._close_in(_Update(db), closes, actor=actor)
 
+    def restore(
+        self, records: Sequence[MemoryRecord], *, actor: str = "import"
+    ) -> builtins.dict[str, MemoryRecord | None]:
+        if not records:
+            return {}
+        tenant = shared.one_tenant(records)
+        now = time.time()
+        with self._write() as db:  # BEGIN IMMEDIATE: no other write between look and insert
+            found: dict[str, MemoryRecord | None] = {}
+            for row in db.execute(  # ids are unique across tenants here
+                f"SELECT {RECORD_COLUMNS} FROM memories "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps([r.id for r in records]),),
+            ):
+                stored = row_to_record(row)
+                found[stored.id] = stored if stored.tenant == tenant else None
+            _insert_records(db, [r for r in records if r.id not in found], now, actor)
+        return found
+
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
@@ -619,6 +638,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         limit: int = 100,
         offset: int = 0,
         max_bytes: int | None = None,
+        oldest_first: bool = False,
     ) -> builtins.list[tuple[MemoryRecord, str]]:
         where, params = filter_sql(flt, time.time())
         if after is not None:
@@ -627,9 +647,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             at, row = shared.split_list_key(after)
             if not _EPOCH_TEXT.fullmatch(at) or not math.isfinite(float(at)):
                 raise ValueError("not a key of this list (after)")
-            where += " AND (m.created_at, m.rowid) < (?, ?)"
+            where += f" AND (m.created_at, m.rowid) {'>' if oldest_first else '<'} (?, ?)"
             params = [*params, float(at), row]
-        order = "ORDER BY m.created_at DESC, m.rowid DESC"
+        way = "ASC" if oldest_first else "DESC"
+        order = f"ORDER BY m.created_at {way}, m.rowid {way}"
         columns = RECORD_COLUMNS.replace("rowid", "m.rowid")
         created = 1 + shared.RECORD_FIELDS.index("created_at")  # after the rowid
         if max_bytes is None:

@@ -1,0 +1,258 @@
+"""``export`` and ``import``: a store's memories as JSON Lines, and back, losslessly.
+
+Each calls one ``Memory`` verb (``Memory.export``, ``Memory.import_records``); the format
+is described in :mod:`contextos.memory.transfer` and docs/cli.md. Why: ``list --json``
+then ``add`` lost ids, times and validity and refused session memories (a review, s57).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, Any
+
+import click
+from rich.progress import Progress
+
+from ..memory.transfer import ImportLineError, ImportReport
+from ..types import Filter, Scope
+from .common import (
+    CliState,
+    console,
+    err_console,
+    group_options,
+    held_interrupt,
+    json_option,
+    open_memory,
+    pass_state,
+    plural,
+    print_json,
+    progress_bar,
+    settle,
+    write_out,
+)
+from .memory_cmds import scope_options
+from .text import SafeText, json_escaped
+
+#: Characters of lines gathered before one write to stdout.
+_CHUNK_CHARS = 1 << 16
+
+
+def _line(data: dict[str, Any], *, ascii_only: bool) -> str:
+    """One line of an export: compact JSON, control and format characters escaped (a
+    right-to-left mark shows as ``\\u200f``, never reorders a terminal), all ASCII where
+    the output cannot hold UTF-8."""
+    if ascii_only:
+        return json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n"
+    return json_escaped(json.dumps(data, ensure_ascii=False, separators=(",", ":"))) + "\n"
+
+
+def register(cli: click.Group, bench: click.Group) -> None:
+    """Add ``export`` and ``import`` to the ``contextos`` group."""
+
+    @cli.command("export")
+    @scope_options[0]
+    @scope_options[1]
+    @scope_options[2]
+    @click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, writable=True),
+        help="Write to FILE (whole or not at all: a file beside it, renamed when done) "
+        "instead of stdout.",
+    )
+    @group_options()
+    @pass_state
+    def export_(
+        state: CliState,
+        user_id: str | None,
+        agent_id: str | None,
+        session_id: str | None,
+        output: str | None,
+    ) -> None:
+        """Write memories as JSON Lines, superseded ones included: a scope's, or with no
+        -u/-a/-s the whole tenant's. `contextos import` stores them again as they were."""
+        _export(state, (user_id, agent_id, session_id), output)
+
+    @cli.command("import")
+    @click.argument("file", metavar="FILE")
+    @group_options()
+    @json_option
+    @pass_state
+    def import_(state: CliState, file: str) -> None:
+        """Store the memories of an export (FILE, or - for stdin) as they were: same ids,
+        times and validity. Run it again after an interruption: what is stored already is
+        counted, never stored twice; a memory whose id is stored with other content is
+        left as stored and listed (exit 1)."""
+        source = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+        try:
+            report = _import(state, source)
+        finally:
+            if source is not sys.stdin.buffer:
+                source.close()
+        if report.conflicts:
+            ids = ", ".join(report.conflict_ids)
+            more = report.conflicts - len(report.conflict_ids)
+            err_console.print(
+                SafeText(
+                    f"{plural(report.conflicts, 'memory was', 'memories were')} not imported: "
+                    "the id is stored with other content (changed since the export, or of "
+                    f"another tenant), left as stored: {ids}"
+                    + (f" and {more:,} more" if more else "")
+                ),
+                highlight=False,
+            )
+            raise SystemExit(1)
+
+
+def _bar() -> Progress:
+    """The progress bar on stderr, on a terminal only (off one, rich's bar still wrote
+    an empty line)."""
+    bar = progress_bar()
+    bar.disable = not err_console.is_terminal
+    return bar
+
+
+def _export(
+    state: CliState, ids: tuple[str | None, str | None, str | None], output: str | None
+) -> None:
+    with open_memory(state, embed=False) as memory:
+        scope = Scope(memory.tenant, *ids)
+        total = memory.store.count(Filter(scope=scope, include_invalid=True))
+        with ExitStack() as stack:
+            out: IO[str] | None = None
+            if output is not None:
+                out, finish = _atomic_file(Path(output))
+                stack.enter_context(finish)
+            ascii_only = out is None and not _holds_utf8(sys.stdout)
+            bar = stack.enter_context(_bar())
+            task = bar.add_task("exporting", total=total)
+            written = 0
+            chunk: list[str] = []
+            size = 0
+            for n, data in enumerate(memory.export(**scope.ids())):
+                text = _line(data, ascii_only=ascii_only)
+                chunk.append(text)
+                size += len(text)
+                if n:  # the first line is the header
+                    written += 1
+                    bar.advance(task)
+                if size >= _CHUNK_CHARS:
+                    _write("".join(chunk), out)
+                    chunk, size = [], 0
+            _write("".join(chunk), out)
+    where = "stdout" if output is None else output
+    err_console.print(
+        SafeText(f"exported {plural(written, 'memory', 'memories')} to {where}"),
+        highlight=False,
+    )
+
+
+def _import(state: CliState, source: IO[bytes]) -> ImportReport:
+    total = _size(source)
+    with open_memory(state, create=True) as memory:
+        with _bar() as bar:
+            task = bar.add_task("importing", total=total)
+            read = _Counted(source)
+            seen = [0]
+
+            def progress(report: ImportReport) -> None:
+                seen[0] = report.records
+                bar.update(task, completed=read.bytes)
+
+            try:
+                report = memory.import_records(read, progress=progress)
+            except KeyboardInterrupt:
+                bar.stop()
+                err_console.print(
+                    f"interrupted: {plural(seen[0], 'record')} read and stored (each batch "
+                    "whole or not at all); run the same import again to finish it",
+                    highlight=False,
+                )
+                raise SystemExit(130) from None
+            except ImportLineError as exc:
+                raise ValueError(
+                    f"{exc} ({plural(exc.report.records, 'record')} before it stored; fix "
+                    "the line and import again: what is stored is skipped)"
+                ) from None
+        with held_interrupt() as held:
+            if state.as_json:
+                print_json(report.to_dict())
+            else:
+                console.print(
+                    f"imported {plural(report.records, 'memory', 'memories')}: "
+                    f"{report.added:,} added, {report.already:,} already stored, "
+                    f"{plural(report.conflicts, 'conflict')}",
+                    highlight=False,
+                )
+        settle(memory, held)
+    return report
+
+
+def _holds_utf8(stream: Any) -> bool:
+    try:
+        "\u00e9\U0001f600".encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _write(text: str, out: IO[str] | None) -> None:
+    if not text:
+        return
+    if out is None:
+        write_out(text)
+    else:
+        out.write(text)
+
+
+def _atomic_file(path: Path) -> tuple[IO[str], Any]:
+    """A file beside ``path`` to write, and the context that renames it to ``path`` when
+    the block ends well (removes it otherwise): an interrupted export leaves no half
+    file where a whole one is expected."""
+    from contextlib import contextmanager
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    out = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+
+    @contextmanager
+    def finish() -> Iterator[None]:
+        try:
+            yield
+            out.close()
+            os.replace(tmp, path)
+        except BaseException:
+            out.close()
+            os.unlink(tmp)
+            raise
+
+    return out, finish()
+
+
+def _size(source: IO[bytes]) -> int | None:
+    """Bytes of a regular file (the progress bar's total); None for a pipe."""
+    try:
+        st = os.fstat(source.fileno())
+    except (OSError, ValueError):
+        return None
+    import stat
+
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+class _Counted:
+    """The lines of a binary stream, counting the bytes read (for the progress bar)."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._source:
+            self.bytes += len(line)
+            yield line

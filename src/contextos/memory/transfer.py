@@ -1,0 +1,336 @@
+"""Export and import: a store's memories as JSON Lines, and back, losslessly.
+
+Why: the only way out was ``contextos list --json``, and the only way back ``add``, which
+refuses a session memory's ``seq`` and an assistant turn's ``role``, adds a ``role`` to an
+inferred fact (so a re-import stored it twice), cannot close a superseded fact and draws
+new ids and times (a review, s57). A backup, a restore and a move from SQLite to
+PostgreSQL need every record back as it was.
+
+The format (version :data:`FORMAT_VERSION`): a first line, the header
+``{"format": "contextos-export", "version": 1, "tenant": ..., "scope": {...},
+"exported_at": ...}``, then one memory a line: :meth:`MemoryRecord.to_dict`'s fields
+and ``context`` (the indexed text beside it: a speaker, the turn a reply answers).
+Closed (superseded or ended) memories are included. Not exported: vectors (the
+embedding worker makes them again on import, with whatever model the target uses), the
+change history (an import logs one ADD per memory), the token count (a cache) and the
+session logs (turns are not memories: ``Memory.sessions`` and ``Session`` read them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..store.records import refuse_nul, refuse_nul_in_scope
+from ..times import iso, utc
+from ..types import MEMORY_TYPES, Filter, MemoryRecord, Scope, content_hash
+
+if TYPE_CHECKING:
+    from ..store.base import Store
+
+#: What the header's ``format`` says.
+FORMAT = "contextos-export"
+#: The version of the format this library writes and reads.
+FORMAT_VERSION = 1
+#: Records read from the store at once while exporting, and written in one
+#: transaction while importing.
+BATCH = 500
+#: Bytes of text and metadata an export reads at once (a page of large memories).
+PAGE_BYTES = 8 * 1024 * 1024
+#: The fields of a record line, all of them written by :func:`record_line`.
+RECORD_KEYS = frozenset(
+    {
+        "id",
+        "text",
+        "memory_type",
+        "user_id",
+        "agent_id",
+        "session_id",
+        "metadata",
+        "created_at",
+        "updated_at",
+        "event_time",
+        "valid_from",
+        "valid_to",
+        "provenance",
+        "context",
+    }
+)
+_TIMES = ("created_at", "updated_at", "event_time", "valid_from", "valid_to")
+#: The most conflicting ids an :class:`ImportReport` lists (it counts them all).
+CONFLICTS_LISTED = 100
+
+
+@dataclass
+class ImportReport:
+    """What :meth:`Memory.import_records` did: ``added`` records stored, ``already``
+    found stored exactly as the file has them (a second import of one file: all of
+    them), ``conflicts`` the records whose id is stored with other content (changed
+    since the export, or another memory's id) or, on SQLite, in another tenant; those
+    are left as stored, never overwritten. ``conflict_ids`` lists the first
+    :data:`CONFLICTS_LISTED` of them."""
+
+    added: int = 0
+    already: int = 0
+    conflicts: int = 0
+    conflict_ids: list[str] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        """The records read."""
+        return self.added + self.already + self.conflicts
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON data (the CLI's ``--json``)."""
+        return {
+            "added": self.added,
+            "already": self.already,
+            "conflicts": self.conflicts,
+            "conflict_ids": list(self.conflict_ids),
+        }
+
+
+class ImportLineError(ValueError):
+    """A line (or item) of an import that is no record of this format; ``line`` is its
+    number (1: the first). The batches before its own are stored (``report`` counts
+    them): fix the line and import the file again, which skips what is stored."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+        self.report = ImportReport()
+
+
+def header(tenant: str, scope: Scope, now: datetime) -> dict[str, Any]:
+    """The first line of an export of ``scope`` (its ids None: the whole tenant)."""
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "tenant": tenant,
+        "scope": {
+            "user_id": scope.user_id,
+            "agent_id": scope.agent_id,
+            "session_id": scope.session_id,
+        },
+        "exported_at": iso(now),
+    }
+
+
+def record_line(record: MemoryRecord) -> dict[str, Any]:
+    """A record as a line of an export: everything needed to store it again as it is."""
+    return {**record.to_dict(), "context": record.context}
+
+
+def export_records(store: Store, scope: Scope, now: datetime) -> Iterator[dict[str, Any]]:
+    """The header, then every record of ``scope`` (any validity), oldest first, read a
+    page at a time by key (``Store.list_after``): a record written or deleted during
+    the export never makes one repeat or be skipped."""
+    yield header(scope.tenant, scope, now)
+    flt = Filter(scope=scope, include_invalid=True)
+    after: str | None = None
+    while True:
+        rows = store.list_after(
+            flt, after=after, limit=BATCH, max_bytes=PAGE_BYTES, oldest_first=True
+        )
+        for record, _key in rows:
+            yield record_line(record)
+        if not rows:
+            return
+        after = rows[-1][1]
+
+
+def import_records(
+    store: Store,
+    tenant: str,
+    items: Iterable[Mapping[str, Any] | str | bytes],
+    *,
+    counted: Callable[[MemoryRecord], MemoryRecord],
+    stored: Callable[[ImportReport], None],
+) -> ImportReport:
+    """Store each record of ``items`` (parsed lines of an export, or the lines
+    themselves) in ``tenant`` as it was, a batch of :data:`BATCH` a transaction
+    (``Store.restore``), each record ``counted`` first; ``stored`` is called after each
+    batch commits. See :meth:`Memory.import_records`."""
+    report = ImportReport()
+    batch: dict[str, MemoryRecord] = {}
+
+    def flush() -> None:
+        _restore(store, [counted(r) for r in batch.values()], report)
+        batch.clear()
+        stored(report)
+
+    for number, item in enumerate(items, start=1):
+        try:
+            data = _parsed(number, item)
+            if data is None:
+                continue
+            if "format" in data or "version" in data:
+                _check_header(number, data)
+                continue
+            record = parse_record(number, data, tenant)
+        except ImportLineError as exc:
+            if batch:  # what came before the bad line is stored: a rerun goes on from it
+                flush()
+            exc.report = report
+            raise
+        if record.id in batch:  # repeated in the file: the first one stands
+            _tally(report, batch[record.id], record)
+            continue
+        batch[record.id] = record
+        if len(batch) >= BATCH:
+            flush()
+    if batch:
+        flush()
+    return report
+
+
+def _parsed(number: int, item: Mapping[str, Any] | str | bytes) -> Mapping[str, Any] | None:
+    """``item`` as JSON data (None: a blank line)."""
+    if isinstance(item, Mapping):
+        return item
+    if isinstance(item, bytes):
+        try:
+            item = item.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            why = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+            raise ImportLineError(number, why) from None
+    if not isinstance(item, str):
+        raise ImportLineError(number, f"expected a JSON object, got {type(item).__name__}")
+    if not item.strip():
+        return None
+    try:
+        data = json.loads(item)
+    except json.JSONDecodeError as exc:
+        raise ImportLineError(number, f"not JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ImportLineError(number, f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _check_header(number: int, data: Mapping[str, Any]) -> None:
+    if data.get("format") != FORMAT:
+        raise ImportLineError(number, f"not a contextos export (format {data.get('format')!r})")
+    version = data.get("version")
+    if version != FORMAT_VERSION:
+        raise ImportLineError(
+            number,
+            f"export format version {version!r}; this contextos reads version {FORMAT_VERSION}"
+            " (a newer contextos wrote it: upgrade to import it)",
+        )
+
+
+def parse_record(number: int, data: Mapping[str, Any], tenant: str) -> MemoryRecord:
+    """The record of one line of an export, in ``tenant``; :class:`ImportLineError` naming
+    the line and the field when it is none."""
+    unknown = sorted(set(data) - RECORD_KEYS)
+    if unknown:
+        raise ImportLineError(number, f"unknown field(s) {', '.join(map(repr, unknown))}")
+    for key in ("id", "text", "created_at"):
+        if data.get(key) is None:
+            raise ImportLineError(number, f"{key!r} is missing")
+    try:
+        kind, metadata, provenance = _checked_fields(data)
+        times = {key: _time(key, data.get(key)) for key in _TIMES}
+        scope = Scope(
+            tenant=tenant,
+            user_id=data.get("user_id"),
+            agent_id=data.get("agent_id"),
+            session_id=data.get("session_id"),
+        )
+        record = MemoryRecord(
+            id=data["id"],
+            text=data["text"],
+            scope=scope,
+            memory_type=kind,
+            metadata=metadata,
+            provenance=tuple(provenance),
+            context=data.get("context", ""),
+            hash=content_hash(data["text"]),
+            created_at=times["created_at"],
+            updated_at=times["updated_at"] or times["created_at"],  # as a store writes it
+            event_time=times["event_time"],
+            valid_from=times["valid_from"],
+            valid_to=times["valid_to"],
+        )
+        if not scope.is_scoped():
+            raise ValueError("a memory needs a user_id, agent_id or session_id")
+        refuse_nul_in_scope(scope)
+        for what in ("id", "text", "context", "metadata", "provenance"):
+            refuse_nul(what, getattr(record, what))
+    except (TypeError, ValueError) as exc:
+        raise ImportLineError(number, str(exc)) from None
+    return record
+
+
+def _checked_fields(data: Mapping[str, Any]) -> tuple[Any, dict[str, Any], list[str]]:
+    """The type, metadata and provenance of a record line, its strings checked
+    (ValueError naming the field)."""
+    for key in ("id", "text", "context"):
+        if not isinstance(data.get(key, ""), str):
+            raise ValueError(f"{key!r} must be a string")
+    if not data["id"].strip():
+        raise ValueError("'id' is blank")
+    kind = data.get("memory_type", "episodic")
+    if kind not in MEMORY_TYPES:
+        raise ValueError(f"'memory_type' must be one of {MEMORY_TYPES}, not {kind!r}")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("'metadata' must be a JSON object")
+    _check_finite(metadata)
+    provenance = data.get("provenance") or []
+    if not isinstance(provenance, list) or not all(isinstance(p, str) for p in provenance):
+        raise ValueError("'provenance' must be a list of strings")
+    return kind, metadata, provenance
+
+
+def _time(key: str, value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} must be an ISO-8601 string or null")
+    return utc(value, key)
+
+
+def _check_finite(value: object) -> None:
+    """Refuse NaN and infinities (Python's json reads them; no store keeps them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"metadata holds {value}, which no store keeps")
+    if isinstance(value, dict):
+        for v in value.values():
+            _check_finite(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_finite(v)
+
+
+#: Tries of a batch that another import inserted part of meanwhile (PostgreSQL).
+_TRIES = 3
+
+
+def _restore(store: Store, batch: list[MemoryRecord], report: ImportReport) -> None:
+    """Store ``batch`` in one transaction (``Store.restore``) and count what it did."""
+    for attempt in range(_TRIES):
+        try:
+            found = store.restore(batch)
+            break
+        except ValueError:  # another import stored one of these meanwhile: look again
+            if attempt == _TRIES - 1:
+                raise
+    report.added += len(batch) - len(found)
+    for record in batch:
+        if record.id in found:
+            _tally(report, found[record.id], record)
+
+
+def _tally(report: ImportReport, stored: MemoryRecord | None, record: MemoryRecord) -> None:
+    """Count ``record``, whose id is stored already (``stored``; None: in another tenant)."""
+    if stored is not None and record_line(stored) == record_line(record):
+        report.already += 1
+        return
+    report.conflicts += 1
+    if len(report.conflict_ids) < CONFLICTS_LISTED:
+        report.conflict_ids.append(record.id)

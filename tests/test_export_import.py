@@ -1,0 +1,322 @@
+"""``contextos export`` / ``import`` and ``Memory.export`` / ``Memory.import_records``: a
+store's memories out and back, as they were.
+
+Why (review s57, finding 1): the documented way out (``list --validity all --json``) and
+back (``add`` each, "adds again as read") refused every session memory (its ``seq``) and
+every assistant turn (its ``role``), stored inferred facts twice on a re-import, brought
+superseded facts back as current and lost ids and times. Users need it for backups,
+restores and moving a store from SQLite to PostgreSQL.
+
+Each test runs on real SQLite files, and where it says so on the test PostgreSQL too
+(skipped with the reason when none runs).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli_support import cli_env, run_cli
+from contextos import Message, Session
+from contextos.memory import Memory, transfer
+from contextos.memory.transfer import FORMAT, FORMAT_VERSION, ImportLineError
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import Filter, Scope
+from pg_support import memory_on
+
+#: Control characters, bidi marks, emoji, a line separator: no NUL (no store keeps one).
+HOSTILE = (
+    "zebra\x07\x1b[2J \u202eevil\u202c \u200f\u05e9\u05dc\u05d5\u05dd 😀👩‍👩‍👧 a\u2028b\tc\r\nd"
+)
+
+
+def fill(m: Memory) -> None:
+    """What a real store holds: plain, zoned, typed and named memories, inferred facts
+    (Berlin superseded by Paris), a session's user and assistant turns, some of them
+    offloaded from its log, an agent's note and hostile text."""
+    m.add("I moved to Lisbon in May", user_id="ana", event_time="2024-05-02T10:00:00+02:00")
+    m.add("Prefers tea", user_id="ana", metadata={"source": {"app": "slack"}, "n": 1.5})
+    m.add("Always answer in Portuguese", user_id="ana", memory_type="procedural")
+    m.add({"role": "user", "content": "Bob said hi", "name": "Bob"}, user_id="ana")
+    m.add("I live in Berlin", user_id="ana", infer=True)
+    m.add("I now live in Paris", user_id="ana", infer=True)
+    m.add(
+        [
+            {"role": "user", "content": "turn a"},
+            {"role": "assistant", "content": "reply a"},
+        ],
+        user_id="ana",
+        session_id="s2",
+    )
+    s = Session(m, "s3", user_id="ana")
+    for i in range(12):
+        s.add(Message("user" if i % 2 == 0 else "assistant", f"s3 turn {i} " + "words " * 30))
+    assert s.compact(300, strategy="offload", force=True).archived > 1
+    m.add(HOSTILE, user_id="ana", session_id="s9", metadata={"note": HOSTILE})
+    m.add("the agent's own note", agent_id="helper")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[Memory]:
+    with Memory(tmp_path / "src.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        fill(m)
+        yield m
+
+
+def dst_dir(tmp_path: Path) -> Path:
+    (tmp_path / "dst").mkdir(exist_ok=True)
+    return tmp_path / "dst"
+
+
+def records(m: Memory) -> list[dict[str, Any]]:
+    """Every memory of ``m``'s tenant, each with every field a record has (the token
+    count aside: a cache), in the store's order."""
+    rows = m.store.list_after(Filter(scope=Scope(m.tenant), include_invalid=True), limit=10_000)
+    return [{**r.to_dict(), "context": r.context, "hash": r.hash} for r, _ in rows]
+
+
+def test_export_lines_are_a_header_then_every_memory_oldest_first(source: Memory) -> None:
+    lines = list(source.export())
+    assert lines[0]["format"] == FORMAT and lines[0]["version"] == FORMAT_VERSION
+    assert lines[0]["scope"] == {"user_id": None, "agent_id": None, "session_id": None}
+    body = lines[1:]
+    assert [r["id"] for r in body] == [r["id"] for r in reversed(records(source))]
+    texts = {r["text"] for r in body}
+    assert {"User lives in Berlin", "reply a", HOSTILE, "the agent's own note"} <= texts
+    berlin = next(r for r in body if r["text"] == "User lives in Berlin")
+    assert berlin["valid_to"] is not None  # superseded, and exported
+    # A scope's export: ana's only, the agent's note left out.
+    ana = list(source.export(user_id="ana"))
+    assert ana[0]["scope"]["user_id"] == "ana"
+    assert len(ana) == len(lines) - 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_import_restores_every_field(source: Memory, tmp_path: Path, kind: str) -> None:
+    """Into a fresh SQLite file or PostgreSQL: every record as it was (id, text, type,
+    scope, metadata, context, times, validity, provenance), in the same order (the turns
+    an offload archived share one instant), superseded facts still superseded."""
+    exported = list(source.export())
+    with memory_on(
+        kind, dst_dir(tmp_path), embedder=HashEmbedder(), background_embedding=False
+    ) as d:
+        report = d.import_records(exported)
+        assert (report.added, report.already, report.conflicts) == (len(exported) - 1, 0, 0)
+        assert records(d) == records(source)
+        hits = [h.record.text for h in d.search("where does ana live", user_id="ana")]
+        assert "User now lives in Paris" in hits and "User lives in Berlin" not in hits
+        # The keyword index holds them: the hostile text is found by its word.
+        found = d.store.keyword_search(Filter(scope=Scope(d.tenant, "ana")), "zebra", limit=5)
+        assert [d.get(f.id).text for f in found] == [HOSTILE]
+        # A session restored goes on where it was: the next turn is numbered as there.
+        (turn,) = d.add("one more", user_id="ana", session_id="s3")
+        (there,) = source.add("one more", user_id="ana", session_id="s3")
+        assert turn.metadata["seq"] == there.metadata["seq"] > 0
+
+
+def test_importing_twice_or_into_the_source_stores_nothing_again(
+    source: Memory, tmp_path: Path
+) -> None:
+    """Idempotent: a second import (or one into the store exported) adds nothing and
+    says how many were there; the inferred facts are not stored twice (they were)."""
+    exported = list(source.export())
+    n = len(exported) - 1
+    before = records(source)
+    report = source.import_records(exported)
+    assert (report.added, report.already, report.conflicts) == (0, n, 0)
+    assert records(source) == before
+    with Memory(tmp_path / "dst.db", embedder=HashEmbedder(), background_embedding=False) as d:
+        d.import_records(exported)
+        again = d.import_records(json.dumps(line) for line in exported)
+        assert (again.added, again.already, again.conflicts) == (0, n, 0)
+        assert records(d) == before
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_changed_memory_is_a_conflict_and_left_as_stored(
+    source: Memory, tmp_path: Path, kind: str
+) -> None:
+    exported = list(source.export(user_id="ana"))
+    with memory_on(
+        kind, dst_dir(tmp_path), embedder=HashEmbedder(), background_embedding=False
+    ) as d:
+        d.import_records(exported)
+        tea = next(r for r in exported[1:] if r["text"] == "Prefers tea")
+        d.update(tea["id"], "Prefers coffee now")
+        report = d.import_records(exported)
+        assert (report.added, report.conflicts, report.conflict_ids) == (0, 1, [tea["id"]])
+        assert report.already == len(exported) - 2
+        assert d.get(tea["id"]).text == "Prefers coffee now"
+
+
+def test_an_id_of_another_tenant_is_a_conflict_on_sqlite(source: Memory, tmp_path: Path) -> None:
+    """SQLite's ids are unique across tenants: the same export into a second tenant of
+    one file is refused record by record, reported, nothing overwritten."""
+    exported = list(source.export(agent_id="helper"))
+    with Memory(
+        tmp_path / "src.db", tenant="acme", embedder=HashEmbedder(), background_embedding=False
+    ) as other:
+        report = other.import_records(exported)
+    assert (report.added, report.conflicts) == (0, 1)
+    assert source.get(exported[1]["id"]).tenant == "default"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_imported_memories_are_found_by_meaning_once_the_worker_ran(
+    source: Memory, tmp_path: Path, kind: str
+) -> None:
+    exported = list(source.export())
+    with memory_on(kind, dst_dir(tmp_path), embedder=HashEmbedder()) as d:
+        d.import_records(exported)
+        assert d.flush(timeout=30)
+        assert d.embedding_status().pending == 0
+        flt = Filter(scope=Scope(d.tenant, "ana"), include_invalid=True)
+        vector = d.embedder.embed(["Always answer in Portuguese"])[0]
+        (best, *_) = d.store.vector_search(flt, vector, limit=3)
+        assert d.get(best.id).text == "Always answer in Portuguese"
+
+
+def test_default_embedder_finds_an_imported_memory_by_meaning(tmp_path: Path) -> None:
+    """With the shipped model: a question sharing no word with the memory finds it."""
+    line = {
+        "id": "m-1",
+        "text": "Ana's flat is in Lisbon",
+        "user_id": "ana",
+        "created_at": "2024-05-02T10:00:00Z",
+    }
+    with Memory(tmp_path / "m.db") as m:
+        m.import_records([line])
+        assert m.flush(timeout=60)
+        (hit,) = m.search("which city is her home", user_id="ana", limit=1)
+        assert hit.record.id == "m-1" and hit.dense_rank == 1
+
+
+def test_a_bad_line_is_named_and_the_batches_before_it_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer, "BATCH", 2)
+    good = [
+        json.dumps({"id": f"m{i}", "text": f"t{i}", "user_id": "u", "created_at": "2024-01-01"})
+        for i in range(3)
+    ]
+    header = json.dumps({"format": FORMAT, "version": FORMAT_VERSION})
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        with pytest.raises(ImportLineError, match=r"^line 5: not JSON") as caught:
+            m.import_records([header, *good, "{broken", good[0]])
+        assert caught.value.line == 5 and caught.value.report.added == 3
+        assert m.store.count(Filter(scope=Scope(m.tenant, "u"))) == 3
+        for bad, why in [
+            ('{"id": "x", "text": "t", "user_id": "u", "created_at": "2024", "x": 1}', "unknown"),
+            ('{"id": "x", "text": "t", "user_id": "u"}', "'created_at' is missing"),
+            ('{"id": "x", "text": "t", "user_id": "u", "created_at": "soon"}', "ISO-8601"),
+            ('{"id": "x", "text": "t", "created_at": "2024-01-01"}', "user_id, agent_id"),
+            ('{"id": "x", "text": "t\\u0000", "user_id": "u", "created_at": "2024-01-01"}', "NUL"),
+            (
+                '{"id": "x", "text": "t", "user_id": "u", "created_at": "2024", '
+                '"metadata": {"n": NaN}}',
+                "nan",
+            ),
+            ('{"format": "contextos-export", "version": 2}', "version 2"),
+            ("[1]", "expected a JSON object"),
+        ]:
+            with pytest.raises(ImportLineError, match=why):
+                m.import_records([bad])
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_an_interrupted_import_leaves_whole_batches_and_a_rerun_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setattr(transfer, "BATCH", 4)
+    lines = [
+        {"id": f"m{i}", "text": f"memory number {i}", "user_id": "u", "created_at": "2024-01-01"}
+        for i in range(10)
+    ]
+
+    def cut_after(n: int) -> Iterator[dict[str, Any]]:
+        yield from lines[:n]
+        raise KeyboardInterrupt
+
+    with memory_on(kind, tmp_path, embedder=HashEmbedder(), background_embedding=False) as m:
+        with pytest.raises(KeyboardInterrupt):
+            m.import_records(cut_after(6))
+        assert m.store.count(Filter(scope=Scope(m.tenant, "u"))) == 4  # one whole batch
+        report = m.import_records(lines)
+        assert (report.added, report.already) == (6, 4)
+        stored = m.get_all(user_id="u", limit=100)
+        assert sorted(r.id for r in stored) == sorted(line["id"] for line in lines)
+        flt = Filter(scope=Scope(m.tenant, "u"))
+        assert len(m.store.keyword_search(flt, "memory number", limit=100)) == 10
+
+
+def test_export_reads_a_page_at_a_time(source: Memory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfer, "BATCH", 3)
+    limits: list[int] = []
+    read = source.store.list_after
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        limits.append(kwargs["limit"])
+        return read(*args, **kwargs)
+
+    stored = records(source)
+    monkeypatch.setattr(source.store, "list_after", spy)
+    lines = list(source.export())
+    assert [line["id"] for line in lines[1:]] == [r["id"] for r in reversed(stored)]
+    assert len(stored) > 9
+    assert set(limits) == {3} and len(limits) >= (len(lines) - 1) // 3
+
+
+def test_cli_export_piped_into_import(source: Memory, tmp_path: Path) -> None:
+    """``contextos export | contextos import -`` into a fresh file, then the file
+    exported with ``-o`` imported again: nothing added, exit 0."""
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    n = len(records(source))
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "contextos", "--db", str(src), "export"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    consumer = subprocess.run(
+        [sys.executable, "-m", "contextos", "--db", str(dst), "import", "-"],
+        stdin=producer.stdout,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=180,
+    )
+    assert producer.stdout is not None
+    producer.stdout.close()
+    assert producer.wait(timeout=60) == 0
+    assert producer.stderr is not None
+    with producer.stderr:
+        assert f"exported {n} memories" in producer.stderr.read().decode()
+    assert consumer.returncode == 0, consumer.stderr
+    assert f"imported {n} memories: {n} added, 0 already stored, 0 conflicts" in consumer.stdout
+
+    out = tmp_path / "ana.jsonl"
+    done = run_cli("export", "-u", "ana", "-o", str(out), db=dst)
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+    again = run_cli("--json", "import", str(out), db=dst)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["added"] == 0 and report["already"] == n - 1 and report["conflicts"] == 0
+    with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
+        assert records(d) == records(source)
+
+
+def test_cli_import_names_a_bad_line_and_lists_conflicts(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    line = {"id": "x", "text": "first", "user_id": "u", "created_at": "2024-01-01T00:00:00Z"}
+    bad = run_cli("import", "-", db=db, stdin=json.dumps(line) + "\nnot json\n")
+    assert bad.returncode == 2
+    assert "line 2: not JSON" in bad.stderr and "1 record before it stored" in bad.stderr
+    changed = run_cli("import", "-", db=db, stdin=json.dumps({**line, "text": "other"}) + "\n")
+    assert changed.returncode == 1
+    assert "1 conflict" in changed.stdout and "left as stored: x" in changed.stderr
