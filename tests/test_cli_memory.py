@@ -861,6 +861,21 @@ def test_a_date_without_a_zone_is_the_local_day_the_tables_show(tmp_path: Path) 
     assert _days_found(other, west, "--after", "2024-05-03") == []
 
 
+def test_a_date_whose_midnight_the_zone_skips_is_that_day(tmp_path: Path) -> None:
+    """Where a clock change skips midnight (Santiago, 11 September 2022), a bare date
+    read with the offset before the jump became 23:00 of the day before: stored, shown
+    and searched a day early (review s57). It is the first instant after the jump."""
+    santiago = "XXX4YYY3,M9.2.0/0,M4.1.0/0"  # -04, -03 from the 2nd Sunday of September
+    db = tmp_path / "m.db"
+    said = ["add", "the kayak club opened", "-u", "ana", "--event-time", "2022-09-11"]
+    assert run_cli(*said, db=db, env={"TZ": santiago}).returncode == 0
+    shown = run_cli("list", "-u", "ana", db=db, env={"COLUMNS": "200", "TZ": santiago})
+    assert "2022-09-11" in shown.stdout and "2022-09-10" not in shown.stdout, shown.stdout
+    day = ("--after", "2022-09-11", "--before", "2022-09-12")
+    assert _days_found(db, santiago, *day) == ["the kayak club opened"]
+    assert _days_found(db, santiago, "--before", "2022-09-11") == []
+
+
 def test_search_and_history_cut_long_memories_as_list_does(tmp_path: Path) -> None:
     """``search`` and ``history`` printed a memory whole where ``list`` cut it: one of
     ~100,000 characters made 3,773 lines of ``search`` and 12,687 of ``history`` on a

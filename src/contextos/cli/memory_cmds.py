@@ -159,14 +159,22 @@ def _local_time_param(
     Why: the library reads it as UTC, so at +14 a memory the table dated 2026-12-08 was
     not found by ``search --after 2026-12-08 --before 2026-12-09`` (a review). Why
     ``--event-time`` too: read as UTC there and local here, a memory added on a bare
-    date would fall outside a search of that same day west of UTC."""
+    date would fall outside a search of that same day west of UTC.
+
+    A time the zone skips (a bare date whose midnight a clock change jumps over, as in
+    Santiago or Havana) is the first instant after the jump: read with the offset
+    before it, the date became 23:00 of the day before, stored and shown a day early
+    (a review). A time the zone has twice is the first of them."""
     when = _time_param(ctx, param, value)
     if when is None or when.tzinfo is not None:
         return when
     try:
-        return when.astimezone()  # the offset the zone has at that time
+        local = when.astimezone()  # the offset the zone has at that time
+        if local.replace(tzinfo=None) != when:  # skipped: the instant after the jump
+            local = when.replace(fold=1).astimezone()
     except (OverflowError, ValueError, OSError):  # at years 1 or 9999: the library's check
         return when
+    return local
 
 
 def _parse_metadata(value: str | None) -> dict[str, Any] | None:
