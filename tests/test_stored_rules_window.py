@@ -341,3 +341,31 @@ def test_the_callers_rules_that_do_not_fit_are_refused_as_its_system_prompt_is(
     assert _segment(short.json(), "rules") == ["Be brief.", RULE]
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["message"].startswith("segment 'rules' does not fit")
+
+
+def test_a_stored_rule_does_not_take_the_historys_breakpoint_from_a_marked_system_prompt(
+    tmp_path: Path, fake_anthropic: FakeAnthropic, anthropic_client: Any
+) -> None:
+    """A stored rule follows the caller's system blocks; it was read as the caller's own
+    unmarked block after its marked one, which says "what follows changes every call",
+    so no breakpoint went after the system prompt: the history was never cached once the
+    scope had a rule (diff review s57)."""
+    prompt = [{"type": "text", "text": "You bake. " * 600, "cache_control": {"type": "ephemeral"}}]
+    bodies = []
+    for rule in (False, True):
+        with _open(tmp_path / f"m{rule}.db") as memory:
+            if rule:
+                memory.add(RULE, user_id="ana", memory_type="procedural")
+            client = wrap(anthropic_client, memory, session="chat", user_id="ana")
+            said: list[dict[str, Any]] = []
+            for text in ("Tell me about sourdough. " * 60, "And rye bread? " * 60, "Thanks!"):
+                said.append({"role": "user", "content": text})
+                reply = client.messages.create(
+                    model="claude-sonnet-4-6", max_tokens=64, system=prompt, messages=said
+                )
+                said.append({"role": "assistant", "content": reply.content[0].text})
+            client.flush()
+            bodies.append(fake_anthropic.messages_requests()[-1].json())
+    for body in bodies:
+        assert "cache_control" in json.dumps(body["messages"])  # the history is cached
+    assert _system(bodies[1])[-1] == RULE

@@ -618,33 +618,46 @@ def _type_name(value: Any) -> str:
 _INSTRUCTIONS = frozenset({"tools", "system", "rules"})
 
 
-def _callers_block(block: Block) -> int | None:
-    """Which of the caller's system text blocks (by :func:`parse`'s count) ``block`` is;
-    None when it is none of them (the summary, the topic memories, a turn)."""
+def _callers_block(block: Block, callers: int) -> int | None:
+    """Which of the caller's ``callers`` system text blocks (by :func:`parse`'s count)
+    ``block`` is; None when it is none of them (the summary, the topic memories, a turn,
+    a stored rule the window pinned after them).
+
+    Why the count: the scope's stored rules follow the caller's in the ``rules``
+    segment, numbered on; read as the caller's unmarked blocks after its last marked
+    one, they dropped the history's breakpoint from every call of a caller that marks
+    its system prompt (a review)."""
     if block.kind != "system":
         return None
     if block.segment == "system":
         return 0
     number = block.key.removeprefix("rule:")
-    return int(number) + 1 if block.segment == "rules" and number.isdigit() else None
+    if block.segment != "rules" or not number.isdigit() or int(number) + 1 >= callers:
+        return None
+    return int(number) + 1
+
+
+def _caller_texts(system: Any) -> list[Any]:
+    """The caller's system text blocks (none for a plain string system prompt)."""
+    if not isinstance(system, (list, tuple)):
+        return []
+    return [b for b in system if field_of(b, "type") == "text"]
 
 
 def _system_marks(window: Window, system: Any) -> dict[int, TTL]:
     """The caller's ``cache_control`` marks on its system text blocks, by the window
     block each became: {block index: TTL}. Blank blocks are not in the window
     (:func:`~contextos.engine.session.context_window`), nor their marks."""
-    if not isinstance(system, (list, tuple)):
-        return {}
-    texts = [b for b in system if field_of(b, "type") == "text"]
+    texts = _caller_texts(system)
     given = {n: field_of(b, "cache_control") for n, b in enumerate(texts)}
     marks = {n: _ttl(mark) for n, mark in given.items() if _given(mark)}
-    placed = ((at, _callers_block(b)) for at, b in enumerate(window.blocks))
+    placed = ((at, _callers_block(b, len(texts))) for at, b in enumerate(window.blocks))
     return {at: marks[n] for at, n in placed if n is not None and n in marks}
 
 
-def _callers_system_marks(window: Window, marks: Mapping[int, TTL]) -> Window:
-    """``window`` with the caller's marks on its system blocks (``marks``:
-    :func:`_system_marks`) among its breakpoints.
+def _callers_system_marks(window: Window, marks: Mapping[int, TTL], callers: int) -> Window:
+    """``window`` with the caller's marks on its ``callers`` system text blocks
+    (``marks``: :func:`_system_marks`) among its breakpoints.
 
     The window's own instruction breakpoint (after the tools, system prompt and
     rules: the last of them, 1-hour) goes on the caller's last marked block, with the
@@ -661,7 +674,9 @@ def _callers_system_marks(window: Window, marks: Mapping[int, TTL]) -> Window:
     from the cache (a review)."""
     if not marks:
         return window
-    placed = {at: n for at, b in enumerate(window.blocks) if (n := _callers_block(b)) is not None}
+    placed = {
+        at: n for at, b in enumerate(window.blocks) if (n := _callers_block(b, callers)) is not None
+    }
     end = max(marks)
     per_call = max(placed.values()) > placed[end]
     planned = [bp.ttl for bp in window.breakpoints if bp.segment in _INSTRUCTIONS]
@@ -691,8 +706,9 @@ def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any
     ``tools`` when the window holds them (custom tools, rendered canonically).
     The caller's marks on its system blocks are kept (:func:`_callers_system_marks`).
     """
-    marks = _system_marks(prepared.window, kwargs.get("system"))
-    window = _callers_system_marks(prepared.window, marks)
+    system = kwargs.get("system")
+    marks = _system_marks(prepared.window, system)
+    window = _callers_system_marks(prepared.window, marks, len(_caller_texts(system)))
     body = render_body(replace(prepared, window=window), max_tokens=kwargs.get("max_tokens"))
     out = {k: v for k, v in kwargs.items() if k not in ("system", "messages")}
     if body.get("tools"):  # the caller's tools, placed (and cached) by the window
