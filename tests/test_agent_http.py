@@ -103,3 +103,23 @@ def test_a_block_corrected_through_patch_memories_keeps_the_correction(tmp_path:
         record = client.get(f"/v1/memories/{block['memory_id']}", headers=h).json()
         assert record["text"] == "[core memory block: human]\nLives in Lisbon.\nLikes tea."
         assert "X1234567" not in str(human())
+
+
+def test_a_block_saved_back_whole_with_crlf_line_ends_keeps_its_header(tmp_path: Path) -> None:
+    """A client that sends a block's whole record text back with CRLF line ends (a
+    Windows tool, a form post): the header line ended in ``\\r`` and was no longer
+    known, so the header read as part of the value and the agent's next edit wrote it
+    twice (diff review s57)."""
+    with app_client(tmp_path / "s.db") as client:
+        h = auth(issue_key(client, "acme"))
+        body = {"user_id": "ana", "arguments": {"label": "human", "content": "Name: Ana."}}
+        assert client.post("/v1/agent/tools/core_memory_append", json=body, headers=h).is_success
+        core = client.get("/v1/agent/core", params={"user_id": "ana"}, headers=h).json()
+        block = next(b for b in core["blocks"] if b["label"] == "human")
+        record = client.get(f"/v1/memories/{block['memory_id']}", headers=h).json()
+        whole = record["text"].replace("\n", "\r\n") + " Likes tea."
+        saved = client.patch(f"/v1/memories/{block['memory_id']}", json={"text": whole}, headers=h)
+        assert saved.status_code == 200, saved.text
+        core = client.get("/v1/agent/core", params={"user_id": "ana"}, headers=h).json()
+        block = next(b for b in core["blocks"] if b["label"] == "human")
+    assert block["value"] == "Name: Ana. Likes tea."

@@ -510,6 +510,17 @@ def test_a_file_updated_without_its_path_line_reads_as_written(
     assert stored.text == "/memories/todo.md\nbuy soy milk\nbake bread"
 
 
+def test_a_file_saved_back_whole_with_crlf_keeps_its_path_line(
+    tool: MemoryTool, memory: Memory
+) -> None:
+    """Its whole text sent back with CRLF line ends: the path line ended in ``\r`` and
+    was read as the file's first line (diff review s57)."""
+    run(tool, command="create", path="/memories/todo.md", file_text="buy milk\n")
+    mid = tool.files.memory_id("/memories/todo.md")
+    memory.update(mid, "/memories/todo.md\r\nbuy oat milk")
+    assert tool.files.read("/memories/todo.md") == "buy oat milk\n"
+
+
 def test_every_change_is_in_history_and_searchable(tool: MemoryTool, memory: Memory) -> None:
     run(tool, command="create", path="/memories/prefs.md", file_text="Ana drinks coffee\n")
     mid = tool.files.memory_id("/memories/prefs.md")

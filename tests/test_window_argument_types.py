@@ -59,6 +59,17 @@ def test_a_list_of_rules_goes_out_whole_and_one_string_is_refused(session: Sessi
         session.window(SONNET, "Is the chain in stock?", rules="Be brief.")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="each rule must be a string, not dict"):
         session.window(SONNET, "q?", rules=[{"type": "text", "text": "x"}])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"stored_rules must be a sequence of strings"):
+        session.window(SONNET, "q?", stored_rules="Be brief.")  # type: ignore[arg-type]
+
+
+def test_stored_rules_are_placed_after_the_callers_each_once(session: Session) -> None:
+    """A stored rule the caller gives too, or given twice (a Session on a Memory pins
+    its own beside ``session_recall``'s), is placed once (diff review s57)."""
+    stored = ["Answer in French.", "Be brief.", "Answer in French."]
+    window = session.window(SONNET, "q?", rules=["Be brief."], stored_rules=stored)
+    rules = [b.text for b in window.blocks if b.segment == "rules"]
+    assert rules == ["Be brief.", "Answer in French."]
 
 
 @pytest.mark.parametrize("system", [None, [{"type": "text", "text": "Be kind."}]])

@@ -90,7 +90,9 @@ def _value_of(record: MemoryRecord) -> str:
     empty, and the agent's next edit wrote over the correction (a review, s57). The
     next tool edit writes the header back."""
     head, _, rest = record.text.partition("\n")
-    return rest if head == _header(str(record.metadata.get("label"))) else record.text
+    # A line end sent back as CRLF (a Windows tool, a form post) still ends the header.
+    is_header = head.removesuffix("\r") == _header(str(record.metadata.get("label")))
+    return rest if is_header else record.text
 
 
 class CoreMemory:

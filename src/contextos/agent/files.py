@@ -221,7 +221,7 @@ class MemoryFiles:
                 by_path[path] = replace(first, shadowed=(*first.shadowed, r.id))
                 continue
             head, _, body = r.text.partition("\n")
-            if head != path:
+            if head.removesuffix("\r") != path:  # CRLF sent back still ends the path line
                 # Written without its path line (the memory's text set by PATCH
                 # /v1/memories or MCP update_memory): all of it is the content, as for
                 # a core block (core_memory._value_of); read after its first line, a

@@ -741,10 +741,10 @@ def hit_items(
     return tuple(items)
 
 
-def check_instructions(system: Any, rules: Any, tools: Any) -> None:
+def check_instructions(system: Any, rules: Any, tools: Any, stored_rules: Any = ()) -> None:
     """Refuse a ``system``, ``rules`` or ``tools`` argument of the wrong shape, naming
-    what to pass: ``system`` one string, ``rules`` a sequence of strings, ``tools`` a
-    sequence of schema mappings.
+    what to pass: ``system`` one string, ``rules`` (and ``stored_rules``) a sequence of
+    strings, ``tools`` a sequence of schema mappings.
 
     Why: a string is a sequence of strings, so ``rules="Be brief."`` went out as eight
     one-letter system blocks and the instruction was lost without an error, and a system
@@ -759,19 +759,25 @@ def check_instructions(system: Any, rules: Any, tools: Any) -> None:
             f"system must be one string, not {type(system).__name__}: pass "
             'system="" for none, or join a list of text blocks\' text into one string'
         )
-    if isinstance(rules, str | bytes) or not isinstance(rules, Sequence):
-        raise TypeError(
-            f"rules must be a sequence of strings, not {type(rules).__name__}: "
-            "pass a list, rules=[text], for one rule"
-        )
-    for rule in rules:
-        if not isinstance(rule, str):
-            raise TypeError(f"each rule must be a string, not {type(rule).__name__}")
+    _check_rules(rules, "rules")
+    _check_rules(stored_rules, "stored_rules")
     if isinstance(tools, str | bytes | Mapping) or not isinstance(tools, Sequence):
         raise TypeError(
             f"tools must be a sequence of tool schemas, not {type(tools).__name__}: "
             'pass tools=[{"name": ..., "description": ..., "input_schema": ...}]'
         )
+
+
+def _check_rules(rules: Any, name: str) -> None:
+    """Refuse ``rules`` (the argument ``name``) unless it is a sequence of strings."""
+    if isinstance(rules, str | bytes) or not isinstance(rules, Sequence):
+        raise TypeError(
+            f"{name} must be a sequence of strings, not {type(rules).__name__}: "
+            f"pass a list, {name}=[text], for one rule"
+        )
+    for rule in rules:
+        if not isinstance(rule, str):
+            raise TypeError(f"each rule must be a string, not {type(rule).__name__}")
 
 
 def _rules_segment(
@@ -782,7 +788,11 @@ def _rules_segment(
     required; then the ``stored_rules`` none of them says, numbered on."""
     given = [(i, r) for i, r in enumerate(rules) if r.strip()]
     said = {r.strip() for r in rules}
-    stored = [r for r in stored_rules if r.strip() and r.strip() not in said]
+    stored = []
+    for rule in stored_rules:  # each once (a Session on a Memory pins its own too)
+        if rule.strip() and rule.strip() not in said:
+            said.add(rule.strip())
+            stored.append(rule)
     keyed = [*given, *enumerate(stored, start=len(rules))]
     return Segment(
         "rules",
@@ -851,7 +861,7 @@ def context_window(
             comes with a question or memories (they would follow it), or a tool schema
             has no name (:func:`~contextos.engine.window.tool_item`).
     """
-    check_instructions(system, rules, tools)
+    check_instructions(system, rules, tools, stored_rules)
     if isinstance(question, str) and not question.strip():
         raise ValueError(
             "the question is empty (or only whitespace): the API refuses an empty text "
@@ -2116,7 +2126,7 @@ class Session:
             TypeError: ``system``, ``rules`` or ``tools`` is of the wrong type
                 (:func:`check_instructions`), before the log is read.
         """
-        check_instructions(system, rules, tools)
+        check_instructions(system, rules, tools, stored_rules)
         model = as_model(model)
         total = window_budget(model, budget)
         state = self.state()
