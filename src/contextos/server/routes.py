@@ -363,6 +363,9 @@ def session_router(
         status_code=201,
         response_model=s.AppendedTurns,
         summary="append_turns",
+        responses={
+            409: {"model": s.ErrorOut, "description": "The log's last turn is not `newest`"}
+        },
     )
     async def append_turns(
         session_id: SessionPath, body: s.AppendTurnsRequest, tenant: Tenant, request: Request

@@ -505,16 +505,26 @@ class ForgetRequest(_Body):
 
 
 class AppendTurnsRequest(_Body):
-    """``newest``: append only while the log's last turn has this ``seq`` (-1: an empty
-    log), else 409 and nothing is appended (``Session.add(newest=...)``). Why: an append
-    whose client timed out may have landed (its write went on once the store's lock was
-    free), and its retry logged the turn twice; a retry with the same ``newest`` is
-    refused instead (a review)."""
-
+    # ``newest``: why. An append whose client timed out may have landed (its write went
+    # on once the store's lock was free), and its retry logged the turns twice; a retry
+    # with the same ``newest`` is refused instead (a review).
     messages: Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_MESSAGES)]
     user_id: ScopeId | None = None
     agent_id: ScopeId | None = None
-    newest: Annotated[int, Field(ge=-1, le=MAX_SEQ, strict=True)] | None = None
+    newest: (
+        Annotated[
+            int,
+            Field(
+                ge=-1,
+                le=MAX_SEQ,
+                strict=True,
+                description="Append only while the log's last turn has this seq (-1: an "
+                "empty log), else 409 and nothing is appended: retry a timed-out append "
+                "with the same value and it is logged once.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -605,9 +605,10 @@ def append_turn_rows(
         (scope.tenant, scope.session_id),
     ).fetchone()
     if newest is not None and last != newest:
+        has = f"its last turn is {last}" if last >= 0 else "it has no turn"
         raise Conflict(
-            f"session {scope.session_id!r} was appended to meanwhile (its last turn is "
-            f"{last}, not {newest}): nothing was appended"
+            f"session {scope.session_id!r} is not as the append expected ({has}, not "
+            f"{newest}): nothing was appended"
         )
     rows = [
         row_of(scope, last + 1 + k, msg, t, now)
