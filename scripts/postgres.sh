@@ -212,6 +212,7 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$data'
 max_connections = 60
+max_prepared_transactions = 4
 shared_buffers = 64MB
 fsync = off
 synchronous_commit = off

@@ -377,6 +377,53 @@ def test_vacuum_names_a_transaction_older_than_it_that_keeps_erased_bytes() -> N
         assert found == [], f"bytes of the user remain in {found}"
 
 
+def test_vacuum_names_a_prepared_transaction_older_than_it_that_keeps_erased_bytes() -> None:
+    """A transaction of another app prepared for two-phase commit before the erasure
+    holds the database's cleanup horizon as an open one does, and VACUUM FULL copied the
+    erased rows into its new files: `contextos vacuum` said "vacuumed" (it looked at
+    client backends only; a standby's query with hot_standby_feedback, seen as a
+    walsender's or a slot's xmin, did the same). It now waits, then exits 1 naming the
+    prepared transaction; once it is rolled back, vacuum leaves no byte of the user."""
+    from pg_support import files_holding
+
+    secret = "qzpreparedbeforevacuum3"
+    with fresh_schema("vacuum_prepared") as (url, schema):
+        with connect(pg_url(), schema) as probe:
+            (slots,) = probe.execute("SHOW max_prepared_transactions").fetchone()
+        if int(slots) == 0:
+            pytest.skip(
+                "the test PostgreSQL runs with max_prepared_transactions = 0 (clusters "
+                "scripts/postgres.sh creates have 4): no transaction can be prepared"
+            )
+        memory = _forgotten(url, secret)
+        other = connect(pg_url(), schema)
+        gid = f"other-app-{uuid.uuid4().hex[:8]}"
+        try:
+            other.execute("CREATE TABLE other_app (x int)")
+            other.execute("BEGIN")
+            other.execute("INSERT INTO other_app VALUES (1)")
+            other.execute(f"PREPARE TRANSACTION '{gid}'")
+            memory.forget("ana")
+            run = subprocess.run(
+                [*CLI, "--db", url, "vacuum"], capture_output=True, text=True, timeout=60
+            )
+            assert run.returncode == 1, run.stdout + run.stderr
+            assert "vacuumed" not in run.stdout
+            assert f"prepared transaction '{gid}'" in run.stderr, run.stderr
+            assert "pg_prepared_xacts" in run.stderr
+        finally:
+            with contextlib.suppress(Exception):
+                other.execute(f"ROLLBACK PREPARED '{gid}'")
+            other.close()
+        memory.vacuum()  # nothing older now: it succeeds
+        found = files_holding(schema, secret.encode())
+        memory.close()
+        memory.store.close()  # passed in: the caller's to close
+        if found is None:
+            pytest.skip("the test PostgreSQL's data directory is not visible here")
+        assert found == [], f"bytes of the user remain in {found}"
+
+
 def test_vacuum_waits_for_an_older_transaction_that_ends_soon() -> None:
     """An older transaction that ends within the wait: vacuum waits for it, then leaves
     no byte of the forgotten user and raises nothing."""

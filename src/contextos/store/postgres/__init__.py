@@ -808,9 +808,11 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
         VACUUM FULL also copies the erased rows that a transaction begun before the
         erasure may still read (PostgreSQL keeps them for its snapshot), wherever in
-        the database it runs, on any table. Such transactions are waited for, at most
-        ``LOCK_TIMEOUT_S``; the vacuum then runs anyway and ends with a StoreError
-        naming them, since their bytes may be left. Why: an open transaction in an
+        the database it runs, on any table, and so do a standby's query (with
+        ``hot_standby_feedback``: a walsender's or a replication slot's xmin) and a
+        prepared transaction (``_OLDER_TRANSACTIONS``). Such transactions are waited
+        for, at most ``LOCK_TIMEOUT_S``; the vacuum then runs anyway and ends with a
+        StoreError naming them, since their bytes may be left. Why: an open transaction in an
         unrelated app on the same database left a forgotten user's text in the new
         files, and vacuum said nothing.
         """
@@ -1161,37 +1163,58 @@ def _limit_message(exc: BaseException) -> str:
     return f"PostgreSQL cannot store this value: {first}"
 
 
-#: Client transactions of this database that began before a point (a 32-bit xid, the
-#: snapshot's xmax: compared by age, so wraparound is no matter).
+#: What holds this database's cleanup horizon from before a point (a 32-bit xid, the
+#: snapshot's xmax: compared by age, so wraparound is no matter), as (kind, name) rows:
+#: its client transactions; walsenders with a ``backend_xmin`` (a standby's
+#: ``hot_standby_feedback``: such a horizon holds every database, and a physical
+#: walsender has no ``datname``); replication slots' ``xmin`` (every database's too);
+#: transactions of this database prepared for two-phase commit. PostgreSQL keeps the
+#: rows any of them may still read, and VACUUM FULL copies them into its new files.
+#: Why: vacuum said "vacuumed" while a standby's query (hot_standby_feedback) kept a
+#: forgotten user's text in the primary's new files; it looked at client backends only.
 _OLDER_TRANSACTIONS = (
-    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+    "SELECT 'pid', pid::text FROM pg_stat_activity WHERE datname = current_database() "
     "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
     "AND (age(backend_xmin) > age(%(start)s::text::xid) "
-    "OR age(backend_xid) > age(%(start)s::text::xid)) ORDER BY pid"
+    "OR age(backend_xid) > age(%(start)s::text::xid)) "
+    "UNION ALL SELECT 'walsender pid', pid::text FROM pg_stat_activity "
+    "WHERE backend_type = 'walsender' AND age(backend_xmin) > age(%(start)s::text::xid) "
+    "UNION ALL SELECT 'replication slot', quote_literal(slot_name) FROM pg_replication_slots "
+    "WHERE age(xmin) > age(%(start)s::text::xid) "
+    "UNION ALL SELECT 'prepared transaction', quote_literal(gid) FROM pg_prepared_xacts "
+    "WHERE database = current_database() AND age(transaction) > age(%(start)s::text::xid) "
+    "ORDER BY 1, 2"
 )
 
 
-def _wait_for_older_transactions(conn: Any, timeout_s: float) -> list[int]:
-    """Wait until no client transaction of the database began before now, at most
-    ``timeout_s``; the pids of those still running then (see ``vacuum``)."""
+def _wait_for_older_transactions(conn: Any, timeout_s: float) -> list[tuple[str, str]]:
+    """Wait until nothing holds the database's cleanup horizon from before now (see
+    ``_OLDER_TRANSACTIONS``), at most ``timeout_s``; the holders left then, as (kind,
+    name) pairs (see ``vacuum``)."""
     (start,) = conn.execute(
         "SELECT txid_snapshot_xmax(txid_current_snapshot()) % 4294967296"
     ).fetchone()
     deadline = time.monotonic() + timeout_s
     while True:
-        pids = [r[0] for r in conn.execute(_OLDER_TRANSACTIONS, {"start": start}).fetchall()]
-        if not pids or time.monotonic() >= deadline:
-            return pids
+        holders = [
+            (str(kind), str(name))
+            for kind, name in conn.execute(_OLDER_TRANSACTIONS, {"start": start}).fetchall()
+        ]
+        if not holders or time.monotonic() >= deadline:
+            return holders
         time.sleep(0.05)
 
 
-def _vacuum_seen_by(pids: Sequence[int]) -> str:
-    shown = ", ".join(str(p) for p in pids[:10]) + (", ..." if len(pids) > 10 else "")
+def _vacuum_seen_by(holders: Sequence[tuple[str, str]]) -> str:
+    shown = ", ".join(f"{kind} {name}" for kind, name in holders[:10])
+    shown += ", ..." if len(holders) > 10 else ""
     return (
-        f"vacuum rewrote every table, but {len(pids)} transaction(s) that began before it "
-        f"are still open (pid {shown}: see pg_stat_activity), and PostgreSQL keeps the "
-        "bytes of erased rows such a transaction may still read. End them or wait for "
-        "them, then run vacuum again"
+        f"vacuum rewrote every table, but {len(holders)} transaction(s) that began before "
+        f"it are still open ({shown}: see pg_stat_activity, pg_replication_slots and "
+        "pg_prepared_xacts; a walsender or a slot holds a standby's query, with "
+        "hot_standby_feedback), and PostgreSQL keeps the bytes of erased rows such a "
+        "transaction may still read. End them or wait for them (a prepared transaction: "
+        "COMMIT PREPARED or ROLLBACK PREPARED), then run vacuum again"
     )
 
 
