@@ -14,6 +14,7 @@ from .common import (
     CliState,
     absent_db,
     console,
+    err_console,
     group_options,
     json_option,
     open_memory,
@@ -87,8 +88,12 @@ def register(cli: click.Group, bench: click.Group) -> None:
             # after its purges was told the erased bytes were gone (a review).
             raise NotFound(f"nothing vacuumed: no database at {db} (check --db or CONTEXTOS_DB)")
         with open_memory(state, embed=False) as memory:
-            memory.vacuum()
+            notes = memory.vacuum()
+        # A step the role may not take (PostgreSQL's CHECKPOINT): the tables are
+        # rewritten, and what still holds erased bytes until when is said on stderr.
+        for note in notes:
+            err_console.print(f"note: {note}", highlight=False)
         if state.as_json:
-            print_json({"vacuumed": True})
+            print_json({"vacuumed": True, "notes": list(notes)})
         else:
             console.print("vacuumed")

@@ -955,11 +955,15 @@ class Memory:
             stored=stored,
         )
 
-    def vacuum(self) -> None:
+    def vacuum(self) -> tuple[str, ...]:
         """Rewrite the database so erased rows leave no bytes and space is reclaimed.
         PostgreSQL keeps deleted rows' bytes in dead tuples and index entries until this
-        runs (``VACUUM FULL``, which locks each table while it rewrites it)."""
-        self.store.vacuum()
+        runs (``VACUUM FULL``, which locks each table while it rewrites it).
+
+        Returns notes on a step the database's role was not permitted to take (on
+        PostgreSQL: the final CHECKPOINT without superuser or ``pg_checkpoint``), and
+        what then still holds erased bytes until when; empty when all was done."""
+        return self.store.vacuum()
 
     def embedding_status(self, *, all_tenants: bool = False) -> EmbeddingStatus:
         """Memories of this tenant still waiting for a vector, and those whose

@@ -817,9 +817,11 @@ class Store(Protocol):
         had. Only an aid to progress: the write stays conditional."""
         ...
 
-    def vacuum(self) -> None:
+    def vacuum(self) -> tuple[str, ...]:
         """Rewrite the storage so that erased rows leave no bytes behind and space is
-        reclaimed (see each backend for what it does and what it locks)."""
+        reclaimed (see each backend for what it does and what it locks). Returns notes
+        on what it was not permitted to finish (none when it did all it does; the CLI
+        prints them on stderr): a step left to the server's next routine work."""
         ...
 
     def clock(self) -> float:

@@ -806,7 +806,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         if self._put_off is not None and self._put_off.truncated_for is not None:
             raise StoreError(self._put_off.error)
 
-    def vacuum(self) -> None:
+    def vacuum(self) -> tuple[str, ...]:
         """Rebuild the file (``VACUUM``) and truncate the WAL: frees the pages erased
         records left and shrinks the file; useful after large deletes. ``forget`` and
         ``forget_tenant`` end with one (:func:`_merge_fts_and_mark_erasure`).
@@ -840,6 +840,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 "kept the old pages in the write-ahead log; the next write or close of any "
                 "process removes them (retry to confirm)"
             ) from exc
+        return ()
 
     def _truncate_wal(self, *, wait: bool, leave_fresh: bool = False) -> None:
         """Finish an erasure: checkpoint the WAL into the (secure-deleted) file and
