@@ -111,3 +111,56 @@ def test_vacuum_by_a_role_that_may_not_checkpoint_succeeds_and_says_what_waits()
         if found is None:
             pytest.skip("the test PostgreSQL's data directory is not visible here")
         assert found == [], f"bytes of the user remain in {found}"
+
+
+def test_vacuum_leaves_no_replaced_planner_statistics_quoting_a_forgotten_user() -> None:
+    """vacuum's ANALYZE puts a frequent user's id among the planner statistics' most
+    common values; after forget, the next vacuum's ANALYZE replaces that row, and the
+    old one stayed in pg_statistic's file as a dead tuple (a review found the id there
+    4 times). vacuum now rewrites pg_statistic too."""
+    from contextos.memory import Memory
+    from contextos.store.postgres import PostgresStore
+    from contextos.testing.embedders import HashEmbedder
+
+    user = "qzstatsuser5"
+    with app_database() as (_, admin_db_url):
+        memory = Memory(
+            store=PostgresStore(admin_db_url), embedder=HashEmbedder(), background_embedding=False
+        )
+        try:
+            for i in range(30):
+                memory.add(f"note {i} of the frequent one", user_id=user)
+                memory.add(f"note {i} of bob", user_id="bob")
+            for i in range(20):
+                memory.add(f"a note of user {i}", user_id=f"other{i}")
+            assert memory.vacuum() == ()  # its ANALYZE quotes the user in the statistics
+            with connect(admin_db_url) as conn:
+                (quoted,) = conn.execute(
+                    "SELECT count(*) FROM pg_stats WHERE most_common_vals::text LIKE %s",
+                    (f"%{user}%",),
+                ).fetchone()
+            assert quoted > 0
+            memory.forget(user)
+            assert memory.vacuum() == ()
+        finally:
+            memory.close()
+            memory.store.close()
+        found = statistic_files_holding(admin_db_url, user.encode())
+        if found is None:
+            pytest.skip("the test PostgreSQL's data directory is not visible here")
+        assert found == [], f"bytes of the user remain in {found}"
+
+
+def statistic_files_holding(admin_db_url: str, needle: bytes) -> list[str] | None:
+    """pg_statistic's files (heap and TOAST) in the database that hold ``needle``."""
+    base = Path(os.environ.get("CONTEXTOS_TEST_PG_DIR", "")) / "data"
+    if not os.environ.get("CONTEXTOS_TEST_PG_DIR") or not base.is_dir():
+        return None
+    with connect(admin_db_url) as conn:
+        conn.execute("CHECKPOINT")
+        rows = conn.execute(
+            "SELECT c.relname, pg_relation_filepath(c.oid) FROM pg_class c WHERE c.oid IN "
+            "('pg_catalog.pg_statistic'::regclass, (SELECT reltoastrelid FROM pg_class "
+            "WHERE oid = 'pg_catalog.pg_statistic'::regclass))"
+        ).fetchall()
+    return [name for name, path in rows if needle in (base / path).read_bytes()]

@@ -816,6 +816,10 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         unrelated app on the same database left a forgotten user's text in the new
         files, and vacuum said nothing.
 
+        It ends with ``VACUUM FULL pg_catalog.pg_statistic``: the statistics rows the
+        ANALYZEs replaced (most common values: user ids, words of the text) stay there
+        as dead tuples otherwise; a role that may not gets a note instead.
+
         A role without superuser or ``pg_checkpoint`` may not run the CHECKPOINT: the
         tables are rewritten all the same, and the returned note says that old WAL
         keeps the erased bytes until the next automatic checkpoint. Why: the app's own
@@ -839,6 +843,20 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                     except self._psycopg.errors.LockNotAvailable as exc:
                         raise StoreError(_vacuum_blocked(table, limit_ms, done)) from exc
                     done.append(table)
+                # The planner statistics the ANALYZEs replaced stay in pg_statistic's
+                # file as dead tuples quoting erased ids and text: rewrite it too (its
+                # owner, the database's owner or a superuser may; others are skipped
+                # with a WARNING, seen as its file left as it was).
+                (node,) = conn.execute(_STATISTIC_FILE).fetchone()
+                try:
+                    conn.execute("VACUUM FULL pg_catalog.pg_statistic")
+                except self._psycopg.errors.LockNotAvailable as exc:
+                    blocked = _vacuum_blocked("pg_catalog.pg_statistic", limit_ms, done)
+                    raise StoreError(blocked) from exc
+                except self._psycopg.errors.InsufficientPrivilege:
+                    node = None
+                if node is None or conn.execute(_STATISTIC_FILE).fetchone()[0] == node:
+                    notes.append(_STATISTIC_SKIPPED)
                 try:
                     conn.execute("CHECKPOINT")
                 except self._psycopg.errors.InsufficientPrivilege:
@@ -1228,6 +1246,16 @@ def _vacuum_seen_by(holders: Sequence[tuple[str, str]]) -> str:
         "COMMIT PREPARED or ROLLBACK PREPARED), then run vacuum again"
     )
 
+
+_STATISTIC_FILE = "SELECT pg_relation_filenode('pg_catalog.pg_statistic')"
+
+#: vacuum's note when its role may not rewrite pg_statistic (see ``vacuum``).
+_STATISTIC_SKIPPED = (
+    "every table was rewritten, but this role may not rewrite pg_catalog.pg_statistic "
+    "(the database's owner or a superuser may), so the planner statistics that vacuum's "
+    "ANALYZE replaced keep quoting erased values in its file until a VACUUM FULL "
+    "pg_catalog.pg_statistic by such a role"
+)
 
 #: vacuum's note when its role may not run CHECKPOINT (see ``vacuum``).
 _CHECKPOINT_REFUSED = (
