@@ -797,8 +797,10 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         but their bytes stay in dead tuples (and GIN/HNSW index entries) until a
         VACUUM, and plain VACUUM only marks that space free. ``VACUUM FULL`` writes
         new files holding live rows only; a CHECKPOINT then lets old WAL segments be
-        recycled (archived WAL and replicas keep them as long as they are configured
-        to). It takes an exclusive lock on each table while it runs.
+        recycled, which renames them for reuse with their bytes intact until new WAL
+        overwrites them (docs/postgres.md, *Erasure*, says what removes them; archived
+        WAL and replicas keep their copies). It takes an exclusive lock on each table
+        while it runs.
 
         Each table's lock is waited for at most ``LOCK_TIMEOUT_S`` (less when the
         session's ``lock_timeout`` is shorter): while VACUUM FULL waits for its lock
