@@ -297,6 +297,7 @@ GROUP_OPTIONS_AFTER = {
         ["add", "search", "get", "list", "update", "delete", "history", "forget"],
         {"--db", "--tenant"},
     ),
+    **dict.fromkeys(["export", "import"], {"--db", "--tenant"}),
     **dict.fromkeys(
         ["session add", "session list", "session show", "window", "compact", "status"],
         {"--db", "--tenant"},
