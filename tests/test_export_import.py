@@ -25,7 +25,12 @@ import pytest
 from cli_support import cli_env, run_cli
 from contextos import Message, Session
 from contextos.memory import Memory, transfer
-from contextos.memory.transfer import FORMAT, FORMAT_VERSION, ImportLineError
+from contextos.memory.transfer import (
+    FORMAT,
+    FORMAT_VERSION,
+    ImportLineError,
+    ImportTenantError,
+)
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Filter, Scope
 from pg_support import memory_on
@@ -156,13 +161,14 @@ def test_a_changed_memory_is_a_conflict_and_left_as_stored(
 
 
 def test_an_id_of_another_tenant_is_a_conflict_on_sqlite(source: Memory, tmp_path: Path) -> None:
-    """SQLite's ids are unique across tenants: the same export into a second tenant of
-    one file is refused record by record, reported, nothing overwritten."""
+    """SQLite's ids are unique across tenants: the same export (its header left out, as
+    a copy into another tenant must) into a second tenant of one file is refused record
+    by record, reported, nothing overwritten."""
     exported = list(source.export(agent_id="helper"))
     with Memory(
         tmp_path / "src.db", tenant="acme", embedder=HashEmbedder(), background_embedding=False
     ) as other:
-        report = other.import_records(exported)
+        report = other.import_records(exported[1:])
     assert (report.added, report.conflicts) == (0, 1)
     assert source.get(exported[1]["id"]).tenant == "default"
 
@@ -320,3 +326,29 @@ def test_cli_import_names_a_bad_line_and_lists_conflicts(tmp_path: Path) -> None
     changed = run_cli("import", "-", db=db, stdin=json.dumps({**line, "text": "other"}) + "\n")
     assert changed.returncode == 1
     assert "1 conflict" in changed.stdout and "left as stored: x" in changed.stderr
+
+
+def test_an_export_of_another_tenant_is_refused_unless_imported_there(tmp_path: Path) -> None:
+    """Review s57, defect 5: acme's backup imported without ``--tenant`` landed in
+    tenant "default", readable by its keys. Now refused (exit 2, one line naming both
+    tenants and ``--tenant``), nothing stored; with ``--tenant acme`` it is restored."""
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    with Memory(src, tenant="acme", embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("acme's private roadmap", user_id="ana")
+        exported = list(m.export())
+    backup = tmp_path / "acme.jsonl"
+    done = run_cli("--tenant", "acme", "export", "-o", str(backup), db=src)
+    assert done.returncode == 0, done.stderr
+    refused = run_cli("import", str(backup), db=dst)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert "'acme'" in refused.stderr and "'default'" in refused.stderr
+    assert "--tenant acme" in refused.stderr
+    with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
+        assert d.store.count(Filter(scope=Scope(d.tenant), include_invalid=True)) == 0
+        with pytest.raises(ImportTenantError, match="'acme'.*'default'"):
+            d.import_records(exported)
+        assert d.store.count(Filter(scope=Scope(d.tenant), include_invalid=True)) == 0
+    restored = run_cli("--tenant", "acme", "import", str(backup), db=dst)
+    assert restored.returncode == 0, restored.stderr
+    assert "1 added" in restored.stdout

@@ -19,7 +19,7 @@ from typing import IO, Any
 import click
 from rich.progress import Progress
 
-from ..memory.transfer import ImportLineError, ImportReport
+from ..memory.transfer import ImportLineError, ImportReport, ImportTenantError
 from ..types import Filter, Scope
 from .common import (
     CliState,
@@ -175,6 +175,12 @@ def _import(state: CliState, source: IO[bytes]) -> ImportReport:
                     highlight=False,
                 )
                 raise SystemExit(130) from None
+            except ImportTenantError as exc:
+                raise ValueError(
+                    f"this file is an export of tenant {exc.file_tenant!r}, not of "
+                    f"{exc.tenant!r} (the import's tenant): pass --tenant "
+                    f"{exc.file_tenant} to restore it there"
+                ) from None
             except ImportLineError as exc:
                 raise ValueError(
                     f"{exc} ({plural(exc.report.records, 'record')} before it stored; fix "

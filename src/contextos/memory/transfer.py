@@ -105,6 +105,24 @@ class ImportLineError(ValueError):
         self.report = ImportReport()
 
 
+class ImportTenantError(ImportLineError):
+    """The header says the file is an export of another tenant (``file_tenant``) than the
+    one importing it (``tenant``): refused before anything is stored. Why: a tenant's
+    backup restored without ``--tenant`` landed in tenant "default", readable by its keys
+    (review s57). To copy an export into another tenant on purpose, leave out its header
+    line."""
+
+    def __init__(self, line: int, file_tenant: str, tenant: str) -> None:
+        super().__init__(
+            line,
+            f"an export of tenant {file_tenant!r}, imported into tenant {tenant!r}: import "
+            f"it with tenant {file_tenant!r} (to copy it into {tenant!r}, leave out the "
+            "header line)",
+        )
+        self.file_tenant = file_tenant
+        self.tenant = tenant
+
+
 def header(tenant: str, scope: Scope, now: datetime) -> dict[str, Any]:
     """The first line of an export of ``scope`` (its ids None: the whole tenant)."""
     return {
@@ -169,7 +187,7 @@ def import_records(
             if data is None:
                 continue
             if "format" in data or "version" in data:
-                _check_header(number, data)
+                _check_header(number, data, tenant)
                 continue
             record = parse_record(number, data, tenant)
         except ImportLineError as exc:
@@ -211,7 +229,7 @@ def _parsed(number: int, item: Mapping[str, Any] | str | bytes) -> Mapping[str, 
     return data
 
 
-def _check_header(number: int, data: Mapping[str, Any]) -> None:
+def _check_header(number: int, data: Mapping[str, Any], tenant: str) -> None:
     if data.get("format") != FORMAT:
         raise ImportLineError(number, f"not a contextos export (format {data.get('format')!r})")
     version = data.get("version")
@@ -221,6 +239,9 @@ def _check_header(number: int, data: Mapping[str, Any]) -> None:
             f"export format version {version!r}; this contextos reads version {FORMAT_VERSION}"
             " (a newer contextos wrote it: upgrade to import it)",
         )
+    file_tenant = data.get("tenant")
+    if file_tenant is not None and file_tenant != tenant:
+        raise ImportTenantError(number, str(file_tenant), tenant)
 
 
 def parse_record(number: int, data: Mapping[str, Any], tenant: str) -> MemoryRecord:
