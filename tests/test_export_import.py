@@ -90,7 +90,8 @@ def test_export_lines_are_a_header_then_every_memory_oldest_first(source: Memory
     lines = list(source.export())
     assert lines[0]["format"] == FORMAT and lines[0]["version"] == FORMAT_VERSION
     assert lines[0]["scope"] == {"user_id": None, "agent_id": None, "session_id": None}
-    body = lines[1:]
+    body = lines[1:-1]
+    assert lines[-1] == {"end": True, "count": len(body)}
     assert [r["id"] for r in body] == [r["id"] for r in reversed(records(source))]
     texts = {r["text"] for r in body}
     assert {"User lives in Berlin", "reply a", HOSTILE, "the agent's own note"} <= texts
@@ -112,7 +113,7 @@ def test_import_restores_every_field(source: Memory, tmp_path: Path, kind: str) 
         kind, dst_dir(tmp_path), embedder=HashEmbedder(), background_embedding=False
     ) as d:
         report = d.import_records(exported)
-        assert (report.added, report.already, report.conflicts) == (len(exported) - 1, 0, 0)
+        assert (report.added, report.already, report.conflicts) == (len(exported) - 2, 0, 0)
         assert records(d) == records(source)
         hits = [h.record.text for h in d.search("where does ana live", user_id="ana")]
         assert "User now lives in Paris" in hits and "User lives in Berlin" not in hits
@@ -131,7 +132,7 @@ def test_importing_twice_or_into_the_source_stores_nothing_again(
     """Idempotent: a second import (or one into the store exported) adds nothing and
     says how many were there; the inferred facts are not stored twice (they were)."""
     exported = list(source.export())
-    n = len(exported) - 1
+    n = len(exported) - 2
     before = records(source)
     report = source.import_records(exported)
     assert (report.added, report.already, report.conflicts) == (0, n, 0)
@@ -152,11 +153,11 @@ def test_a_changed_memory_is_a_conflict_and_left_as_stored(
         kind, dst_dir(tmp_path), embedder=HashEmbedder(), background_embedding=False
     ) as d:
         d.import_records(exported)
-        tea = next(r for r in exported[1:] if r["text"] == "Prefers tea")
+        tea = next(r for r in exported[1:-1] if r["text"] == "Prefers tea")
         d.update(tea["id"], "Prefers coffee now")
         report = d.import_records(exported)
         assert (report.added, report.conflicts, report.conflict_ids) == (0, 1, [tea["id"]])
-        assert report.already == len(exported) - 2
+        assert report.already == len(exported) - 3
         assert d.get(tea["id"]).text == "Prefers coffee now"
 
 
@@ -168,7 +169,7 @@ def test_an_id_of_another_tenant_is_a_conflict_on_sqlite(source: Memory, tmp_pat
     with Memory(
         tmp_path / "src.db", tenant="acme", embedder=HashEmbedder(), background_embedding=False
     ) as other:
-        report = other.import_records(exported[1:])
+        report = other.import_records(exported[1:-1])
     assert (report.added, report.conflicts) == (0, 1)
     assert source.get(exported[1]["id"]).tenant == "default"
 
@@ -273,9 +274,9 @@ def test_export_reads_a_page_at_a_time(source: Memory, monkeypatch: pytest.Monke
     stored = records(source)
     monkeypatch.setattr(source.store, "list_after", spy)
     lines = list(source.export())
-    assert [line["id"] for line in lines[1:]] == [r["id"] for r in reversed(stored)]
+    assert [line["id"] for line in lines[1:-1]] == [r["id"] for r in reversed(stored)]
     assert len(stored) > 9
-    assert set(limits) == {3} and len(limits) >= (len(lines) - 1) // 3
+    assert set(limits) == {3} and len(limits) >= (len(lines) - 2) // 3
 
 
 def test_cli_export_piped_into_import(source: Memory, tmp_path: Path) -> None:
@@ -352,3 +353,36 @@ def test_an_export_of_another_tenant_is_refused_unless_imported_there(tmp_path: 
     restored = run_cli("--tenant", "acme", "import", str(backup), db=dst)
     assert restored.returncode == 0, restored.stderr
     assert "1 added" in restored.stdout
+
+
+def test_an_export_cut_short_is_reported_and_a_rerun_finishes_it(
+    source: Memory, tmp_path: Path
+) -> None:
+    """Review s57, defect 9: an export to stdout killed midway looked whole. Its last
+    line is now ``{"end": true, "count": N}``; an import of a file without it (or with
+    another count) stores what it read, then says the file was cut short (exit 2); the
+    whole file imported again finishes the import."""
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    done = run_cli("export", db=src)
+    assert done.returncode == 0, done.stderr
+    lines = [line + "\n" for line in done.stdout.split("\n")[:-1]]  # not at U+2028
+    n = len(lines) - 2
+    assert json.loads(lines[-1]) == {"end": True, "count": n}
+    cut = run_cli("import", "-", db=dst, stdin="".join(lines[:6]))
+    assert cut.returncode == 2, cut.stderr
+    assert "no end line" in cut.stderr and "cut short after 5 record(s)" in cut.stderr
+    assert "5 records of it stored" in cut.stderr and "import the whole file again" in cut.stderr
+    with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
+        assert len(records(d)) == 5
+    lost = run_cli("import", "-", db=dst, stdin="".join(lines[:8] + lines[10:]))
+    assert lost.returncode == 2, lost.stderr
+    assert f"the end line counts {n} record(s), the file holds {n - 2}" in lost.stderr
+    with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
+        assert len(records(d)) == n - 2  # what it read is stored
+    whole = run_cli("--json", "import", "-", db=dst, stdin=done.stdout)
+    assert whole.returncode == 0, whole.stderr
+    report = json.loads(whole.stdout)
+    assert (report["added"], report["already"]) == (2, n - 2)
+    with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
+        # (in another order: the turns an offload archived share one instant)
+        assert sorted(records(d), key=str) == sorted(records(source), key=str)

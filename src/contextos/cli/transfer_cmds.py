@@ -19,7 +19,12 @@ from typing import IO, Any
 import click
 from rich.progress import Progress
 
-from ..memory.transfer import ImportLineError, ImportReport, ImportTenantError
+from ..memory.transfer import (
+    ImportLineError,
+    ImportReport,
+    ImportTenantError,
+    ImportTruncatedError,
+)
 from ..types import Filter, Scope
 from .common import (
     CliState,
@@ -139,7 +144,7 @@ def _export(
                 text = _line(data, ascii_only=ascii_only)
                 chunk.append(text)
                 size += len(text)
-                if n:  # the first line is the header
+                if n and "end" not in data:  # the first line is the header, the last the end
                     written += 1
                     bar.advance(task)
                 if size >= _CHUNK_CHARS:
@@ -180,6 +185,11 @@ def _import(state: CliState, source: IO[bytes]) -> ImportReport:
                     f"this file is an export of tenant {exc.file_tenant!r}, not of "
                     f"{exc.tenant!r} (the import's tenant): pass --tenant "
                     f"{exc.file_tenant} to restore it there"
+                ) from None
+            except ImportTruncatedError as exc:
+                raise ValueError(
+                    f"{exc}; {plural(exc.report.records, 'record')} of it stored: import "
+                    "the whole file again to finish (what is stored is skipped)"
                 ) from None
             except ImportLineError as exc:
                 raise ValueError(

@@ -10,6 +10,8 @@ The format (version :data:`FORMAT_VERSION`): a first line, the header
 ``{"format": "contextos-export", "version": 1, "tenant": ..., "scope": {...},
 "exported_at": ...}``, then one memory a line: :meth:`MemoryRecord.to_dict`'s fields
 and ``context`` (the indexed text beside it: a speaker, the turn a reply answers).
+The last line, ``{"end": true, "count": N}`` (N: the memory lines), tells a whole file
+from one cut short (an export to stdout killed midway looked complete: review s57).
 Closed (superseded or ended) memories are included. Not exported: vectors (the
 embedding worker makes them again on import, with whatever model the target uses), the
 change history (an import logs one ADD per memory), the token count (a cache) and the
@@ -105,6 +107,16 @@ class ImportLineError(ValueError):
         self.report = ImportReport()
 
 
+class ImportTruncatedError(ValueError):
+    """The file began with a header but has no end line, or its end line counts other
+    records than the file holds: it was cut short. What it held is stored (``report``
+    counts it); importing the whole file again finishes the import."""
+
+    def __init__(self, message: str, report: ImportReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 class ImportTenantError(ImportLineError):
     """The header says the file is an export of another tenant (``file_tenant``) than the
     one importing it (``tenant``): refused before anything is stored. Why: a tenant's
@@ -150,15 +162,23 @@ def export_records(store: Store, scope: Scope, now: datetime) -> Iterator[dict[s
     yield header(scope.tenant, scope, now)
     flt = Filter(scope=scope, include_invalid=True)
     after: str | None = None
+    count = 0
     while True:
         rows = store.list_after(
             flt, after=after, limit=BATCH, max_bytes=PAGE_BYTES, oldest_first=True
         )
         for record, _key in rows:
+            count += 1
             yield record_line(record)
         if not rows:
-            return
+            break
         after = rows[-1][1]
+    yield end_line(count)
+
+
+def end_line(count: int) -> dict[str, Any]:
+    """The last line of an export of ``count`` memories."""
+    return {"end": True, "count": count}
 
 
 def import_records(
@@ -181,16 +201,14 @@ def import_records(
         batch.clear()
         stored(report)
 
+    file = _Framing(tenant)
     for number, item in enumerate(items, start=1):
         try:
             data = _parsed(number, item)
-            if data is None:
+            record = None if data is None else file.record(number, data)
+            if record is None:
                 continue
-            if "format" in data or "version" in data:
-                _check_header(number, data, tenant)
-                continue
-            record = parse_record(number, data, tenant)
-        except ImportLineError as exc:
+        except (ImportLineError, ImportTruncatedError) as exc:
             if batch:  # what came before the bad line is stored: a rerun goes on from it
                 flush()
             exc.report = report
@@ -203,7 +221,51 @@ def import_records(
             flush()
     if batch:
         flush()
+    if file.headed and file.ended is None:
+        raise ImportTruncatedError(
+            f"the file has no end line: it was cut short after {file.count:,} record(s)",
+            report,
+        )
     return report
+
+
+class _Framing:
+    """The header and end lines of a file being imported, and the record lines between."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.headed = False  # a header was read: the file must end with its end line
+        self.ended: int | None = None  # the number of the end line read
+        self.count = 0  # the record lines since the header
+
+    def record(self, number: int, data: Mapping[str, Any]) -> MemoryRecord | None:
+        """The record of line ``number`` (None: a header or an end line, checked)."""
+        if "format" in data or "version" in data:
+            _check_header(number, data, self.tenant)
+            self.headed, self.ended, self.count = True, None, 0
+            return None
+        if "end" in data:
+            _check_end(number, data, self.count)
+            self.ended = number
+            return None
+        if self.ended is not None:
+            raise ImportLineError(number, f"a record after the end line (line {self.ended})")
+        record = parse_record(number, data, self.tenant)
+        self.count += 1
+        return record
+
+
+def _check_end(number: int, data: Mapping[str, Any], count: int) -> None:
+    """The end line: ``{"end": true, "count": N}``, N the record lines before it."""
+    n = data.get("count")
+    if set(data) != {"end", "count"} or data["end"] is not True or type(n) is not int:
+        raise ImportLineError(number, 'an end line is {"end": true, "count": N}')
+    if n != count:
+        raise ImportTruncatedError(
+            f"line {number}: the end line counts {n:,} record(s), the file holds {count:,}:"
+            " lines are missing or added",
+            ImportReport(),
+        )
 
 
 def _parsed(number: int, item: Mapping[str, Any] | str | bytes) -> Mapping[str, Any] | None:
