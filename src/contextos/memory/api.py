@@ -906,8 +906,10 @@ class Memory:
         type, scope, metadata, context, creation, update and event times, validity,
         provenance), then the end line ``{"end": True, "count": N}`` (a file without it
         was cut short: :meth:`import_records` says so). Read lazily, a page at a time
-        by key, so a store of any size is exported in bounded memory, and a memory
-        written or deleted meanwhile makes no other repeat or go missing.
+        by key, so a store of any size is exported in bounded memory, all pages in one
+        snapshot (``Store.list_snapshot``): the store as it was when the export began,
+        whatever is written meanwhile; the snapshot is held until the iterator is read
+        to the end or closed.
         ``json.dumps`` of each is a line of the file ``contextos export`` writes.
 
         Why: a backup, a restore and a move from SQLite to PostgreSQL need every memory

@@ -156,23 +156,24 @@ def record_line(record: MemoryRecord) -> dict[str, Any]:
 
 
 def export_records(store: Store, scope: Scope, now: datetime) -> Iterator[dict[str, Any]]:
-    """The header, then every record of ``scope`` (any validity), oldest first, read a
-    page at a time by key (``Store.list_after``): a record written or deleted during
-    the export never makes one repeat or be skipped."""
+    """The header, then every record of ``scope`` (any validity), oldest first, then the
+    end line; the records read a page at a time, all in one snapshot
+    (``Store.list_snapshot``): the store as it was at one moment, whatever is written,
+    updated or deleted during the export (each page read on its own restored a fact
+    superseded meanwhile as current: review s57)."""
     yield header(scope.tenant, scope, now)
     flt = Filter(scope=scope, include_invalid=True)
-    after: str | None = None
     count = 0
-    while True:
-        rows = store.list_after(
-            flt, after=after, limit=BATCH, max_bytes=PAGE_BYTES, oldest_first=True
-        )
-        for record, _key in rows:
-            count += 1
-            yield record_line(record)
-        if not rows:
-            break
-        after = rows[-1][1]
+    pages = store.list_snapshot(flt, limit=BATCH, max_bytes=PAGE_BYTES)
+    try:
+        for rows in pages:
+            for record, _key in rows:
+                count += 1
+                yield record_line(record)
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()  # the snapshot ends with the export, read whole or not
     yield end_line(count)
 
 
