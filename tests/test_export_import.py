@@ -14,8 +14,11 @@ Each test runs on real SQLite files, and where it says so on the test PostgreSQL
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ from contextos.memory.transfer import (
 )
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Filter, Scope
-from pg_support import memory_on
+from pg_support import memory_on, two_handles
 
 #: Control characters, bidi marks, emoji, a line separator: no NUL (no store keeps one).
 HOSTILE = (
@@ -410,3 +413,59 @@ def test_an_export_cut_short_is_reported_and_a_rerun_finishes_it(
     with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
         # (in another order: the turns an offload archived share one instant)
         assert sorted(records(d), key=str) == sorted(records(source), key=str)
+
+
+def test_overlapping_imports_into_postgresql_both_finish(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review s57, defect 3: an import whose batch met a record another import was
+    inserting (not yet committed) failed on the key, ran again, and after 3 such tries
+    gave up ("a record with this id already exists"), with a "PostgreSQL write failed"
+    warning each time. Restores of one tenant now queue: two handles (two processes)
+    import overlapping records while the first one's transaction is held open; the
+    second counts the first's record as already stored, and nothing is logged."""
+    import contextos.store.postgres as pg
+
+    real = pg._insert_records
+    slow = threading.local()
+
+    def slow_insert(*args: Any) -> Any:
+        out = real(*args)
+        time.sleep(getattr(slow, "hold", 0.0))  # inside that import's transaction
+        return out
+
+    monkeypatch.setattr(pg, "_insert_records", slow_insert)
+    lines = [
+        {"id": f"X{i}", "text": f"x {i}", "user_id": "u", "created_at": f"2024-01-01T00:00:0{i}Z"}
+        for i in range(1, 5)
+    ]
+    with two_handles() as (a, b):
+        first = Memory(store=a, embedder=HashEmbedder(), background_embedding=False)
+        second = Memory(store=b, embedder=HashEmbedder(), background_embedding=False)
+        errors: list[BaseException] = []
+
+        def writer(line: dict[str, Any], start: float, hold: float) -> None:
+            time.sleep(start)
+            slow.hold = hold
+            try:
+                first.import_records([line])
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        holds = [(0.0, 0.8), (0.5, 1.1), (1.3, 1.1)]  # X1..X3, their transactions overlapping
+        threads = [
+            threading.Thread(target=writer, args=(lines[i], *at)) for i, at in enumerate(holds)
+        ]
+        with caplog.at_level(logging.WARNING, logger="contextos"):
+            for t in threads:
+                t.start()
+            time.sleep(0.3)
+            report = second.import_records(lines)
+            for t in threads:
+                t.join()
+        assert not errors
+        assert report.conflicts == 0 and report.added + report.already == 4
+        assert sorted(r.id for r in first.get_all(user_id="u")) == ["X1", "X2", "X3", "X4"]
+        assert not [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+        first.close()
+        second.close()

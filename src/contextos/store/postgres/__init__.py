@@ -496,9 +496,16 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             return {}
         tenant = shared.one_tenant(records)
         now = _now()
-        # Two imports of one id at once: the second's insert fails on the key, a
-        # ValueError, and its caller runs the batch again (``Memory.import_records``).
+        # Restores of one tenant queue on one transaction lock of it: each then reads
+        # (READ COMMITTED: a statement's snapshot is taken after the lock) the rows the
+        # one before it committed, and counts them as stored. Without it, two overlapping
+        # imports each missed the other's uncommitted rows, and the second's insert
+        # failed on the key, three times ("a record with this id already exists" after a
+        # warning each; review s57). A duplicate still possible (an ``add`` of the id
+        # meanwhile) is a ValueError.
         with self._duplicate_is_value_error(), self._tx("write") as cur:
+            key = json.dumps(["restore", tenant])
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
             rows = cur.execute(
                 f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.id = ANY(%s)",
                 (tenant, [r.id for r in records]),
