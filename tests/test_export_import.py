@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -469,3 +470,40 @@ def test_overlapping_imports_into_postgresql_both_finish(
         assert not [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_an_export_to_a_file_stopped_by_sigterm_or_sighup_leaves_no_file(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Review s57, defect 8: ``export -o`` stopped by SIGTERM (timeout, systemd, docker
+    stop) or SIGHUP (a closed terminal) left a hidden ``.FILE.XXXX.part`` copy of the
+    whole tenant, never cleaned up. It now unwinds as Ctrl-C does: no file, exit 128+N."""
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.import_records(
+            {
+                "id": f"m{i}",
+                "text": f"memory {i} " + "words " * 40,
+                "user_id": "u",
+                "created_at": "2024-01-01T00:00:00Z",
+            }
+            for i in range(20_000)
+        )
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contextos", "--db", str(db), "export", "-o", str(out / "b.jsonl")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    deadline = time.monotonic() + 60
+    while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert [p.name for p in out.iterdir()][0].endswith(".part")  # the export runs
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert b"terminated" in err
+    assert list(out.iterdir()) == []
