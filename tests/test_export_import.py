@@ -507,3 +507,19 @@ def test_an_export_to_a_file_stopped_by_sigterm_or_sighup_leaves_no_file(
     assert proc.returncode == 128 + sig, err
     assert b"terminated" in err
     assert list(out.iterdir()) == []
+
+
+def test_export_says_how_many_sessions_logs_it_left_out(source: Memory, tmp_path: Path) -> None:
+    """Review s57, defect 2: a store whose conversations are session logs was exported
+    with "exported N memories" and nothing about the logs, which the format does not
+    hold. The CLI now says on stderr how many sessions' logs were not exported."""
+    db = tmp_path / "src.db"
+    logs = source.store.sessions(Scope(source.tenant))
+    assert "s3" in logs
+    done = run_cli("export", "-o", str(tmp_path / "all.jsonl"), db=db)
+    assert done.returncode == 0, done.stderr
+    assert f"session logs (turns) of {len(logs)} session" in done.stderr
+    one = run_cli("export", "-s", "s3", "-o", str(tmp_path / "s3.jsonl"), db=db)
+    assert "session logs (turns) of 1 session were not exported" in one.stderr
+    none = run_cli("export", "-a", "helper", "-o", str(tmp_path / "a.jsonl"), db=db)
+    assert none.returncode == 0 and "session logs" not in none.stderr

@@ -154,11 +154,20 @@ def _export(
                     _write("".join(chunk), out)
                     chunk, size = [], 0
             _write("".join(chunk), out)
+        logs = memory.store.sessions(Scope(memory.tenant, ids[0], ids[1]))
+        logs = [s for s in logs if ids[2] is None or s == ids[2]]
     where = "stdout" if output is None else output
     err_console.print(
         SafeText(f"exported {plural(written, 'memory', 'memories')} to {where}"),
         highlight=False,
     )
+    if logs:
+        # The format holds memories only; a move said nothing of the logs it left (s57).
+        err_console.print(
+            f"note: the session logs (turns) of {plural(len(logs), 'session')} were not "
+            "exported (the format holds memories only; `session show` reads them)",
+            highlight=False,
+        )
 
 
 def _import(state: CliState, source: IO[bytes]) -> ImportReport:
