@@ -14,8 +14,12 @@ Each test runs on real SQLite files, and where it says so on the test PostgreSQL
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +29,15 @@ import pytest
 from cli_support import cli_env, run_cli
 from contextos import Message, Session
 from contextos.memory import Memory, transfer
-from contextos.memory.transfer import FORMAT, FORMAT_VERSION, ImportLineError
+from contextos.memory.transfer import (
+    FORMAT,
+    FORMAT_VERSION,
+    ImportLineError,
+    ImportTenantError,
+)
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Filter, Scope
-from pg_support import memory_on
+from pg_support import memory_on, two_handles
 
 #: Control characters, bidi marks, emoji, a line separator: no NUL (no store keeps one).
 HOSTILE = (
@@ -85,7 +94,8 @@ def test_export_lines_are_a_header_then_every_memory_oldest_first(source: Memory
     lines = list(source.export())
     assert lines[0]["format"] == FORMAT and lines[0]["version"] == FORMAT_VERSION
     assert lines[0]["scope"] == {"user_id": None, "agent_id": None, "session_id": None}
-    body = lines[1:]
+    body = lines[1:-1]
+    assert lines[-1] == {"end": True, "count": len(body)}
     assert [r["id"] for r in body] == [r["id"] for r in reversed(records(source))]
     texts = {r["text"] for r in body}
     assert {"User lives in Berlin", "reply a", HOSTILE, "the agent's own note"} <= texts
@@ -107,7 +117,7 @@ def test_import_restores_every_field(source: Memory, tmp_path: Path, kind: str) 
         kind, dst_dir(tmp_path), embedder=HashEmbedder(), background_embedding=False
     ) as d:
         report = d.import_records(exported)
-        assert (report.added, report.already, report.conflicts) == (len(exported) - 1, 0, 0)
+        assert (report.added, report.already, report.conflicts) == (len(exported) - 2, 0, 0)
         assert records(d) == records(source)
         hits = [h.record.text for h in d.search("where does ana live", user_id="ana")]
         assert "User now lives in Paris" in hits and "User lives in Berlin" not in hits
@@ -126,7 +136,7 @@ def test_importing_twice_or_into_the_source_stores_nothing_again(
     """Idempotent: a second import (or one into the store exported) adds nothing and
     says how many were there; the inferred facts are not stored twice (they were)."""
     exported = list(source.export())
-    n = len(exported) - 1
+    n = len(exported) - 2
     before = records(source)
     report = source.import_records(exported)
     assert (report.added, report.already, report.conflicts) == (0, n, 0)
@@ -147,22 +157,23 @@ def test_a_changed_memory_is_a_conflict_and_left_as_stored(
         kind, dst_dir(tmp_path), embedder=HashEmbedder(), background_embedding=False
     ) as d:
         d.import_records(exported)
-        tea = next(r for r in exported[1:] if r["text"] == "Prefers tea")
+        tea = next(r for r in exported[1:-1] if r["text"] == "Prefers tea")
         d.update(tea["id"], "Prefers coffee now")
         report = d.import_records(exported)
         assert (report.added, report.conflicts, report.conflict_ids) == (0, 1, [tea["id"]])
-        assert report.already == len(exported) - 2
+        assert report.already == len(exported) - 3
         assert d.get(tea["id"]).text == "Prefers coffee now"
 
 
 def test_an_id_of_another_tenant_is_a_conflict_on_sqlite(source: Memory, tmp_path: Path) -> None:
-    """SQLite's ids are unique across tenants: the same export into a second tenant of
-    one file is refused record by record, reported, nothing overwritten."""
+    """SQLite's ids are unique across tenants: the same export (its header left out, as
+    a copy into another tenant must) into a second tenant of one file is refused record
+    by record, reported, nothing overwritten."""
     exported = list(source.export(agent_id="helper"))
     with Memory(
         tmp_path / "src.db", tenant="acme", embedder=HashEmbedder(), background_embedding=False
     ) as other:
-        report = other.import_records(exported)
+        report = other.import_records(exported[1:-1])
     assert (report.added, report.conflicts) == (0, 1)
     assert source.get(exported[1]["id"]).tenant == "default"
 
@@ -258,18 +269,42 @@ def test_an_interrupted_import_leaves_whole_batches_and_a_rerun_finishes_it(
 def test_export_reads_a_page_at_a_time(source: Memory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transfer, "BATCH", 3)
     limits: list[int] = []
-    read = source.store.list_after
+    read = source.store.list_snapshot
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        limits.append(kwargs["limit"])
-        return read(*args, **kwargs)
+        for page in read(*args, **kwargs):
+            limits.append(len(page))
+            yield page
 
     stored = records(source)
-    monkeypatch.setattr(source.store, "list_after", spy)
+    monkeypatch.setattr(source.store, "list_snapshot", spy)
     lines = list(source.export())
-    assert [line["id"] for line in lines[1:]] == [r["id"] for r in reversed(stored)]
+    assert [line["id"] for line in lines[1:-1]] == [r["id"] for r in reversed(stored)]
     assert len(stored) > 9
-    assert set(limits) == {3} and len(limits) >= (len(lines) - 1) // 3
+    assert max(limits) == 3 and len(limits) >= (len(lines) - 2) // 3
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_an_export_is_one_snapshot_whatever_is_written_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Review s57, defect 1: each page was read on its own, so what was updated, deleted
+    or added after the first page showed in the later ones (a superseded fact came back
+    current beside the fact superseding it). The export is now the store as it was when
+    it began: pages of 2, and after the first page is read a later memory is updated,
+    another deleted and a new one added, while the export goes on."""
+    monkeypatch.setattr(transfer, "BATCH", 2)
+    with memory_on(kind, tmp_path, embedder=HashEmbedder(), background_embedding=False) as m:
+        ids = [m.add(f"memory {i}", user_id="ana")[0].id for i in range(6)]
+        before = {r.id: r.text for r in m.get_all(user_id="ana", limit=100)}
+        export = m.export()
+        got = [next(export), next(export), next(export)]  # the header and the first page
+        m.update(ids[4], "memory 4, changed after the export began")
+        m.delete(ids[5])
+        m.add("memory added after the export began", user_id="ana")
+        got += list(export)
+        assert got[-1] == {"end": True, "count": 6}
+        assert {r["id"]: r["text"] for r in got[1:-1]} == before
 
 
 def test_cli_export_piped_into_import(source: Memory, tmp_path: Path) -> None:
@@ -320,3 +355,171 @@ def test_cli_import_names_a_bad_line_and_lists_conflicts(tmp_path: Path) -> None
     changed = run_cli("import", "-", db=db, stdin=json.dumps({**line, "text": "other"}) + "\n")
     assert changed.returncode == 1
     assert "1 conflict" in changed.stdout and "left as stored: x" in changed.stderr
+
+
+def test_an_export_of_another_tenant_is_refused_unless_imported_there(tmp_path: Path) -> None:
+    """Review s57, defect 5: acme's backup imported without ``--tenant`` landed in
+    tenant "default", readable by its keys. Now refused (exit 2, one line naming both
+    tenants and ``--tenant``), nothing stored; with ``--tenant acme`` it is restored."""
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    with Memory(src, tenant="acme", embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("acme's private roadmap", user_id="ana")
+        exported = list(m.export())
+    backup = tmp_path / "acme.jsonl"
+    done = run_cli("--tenant", "acme", "export", "-o", str(backup), db=src)
+    assert done.returncode == 0, done.stderr
+    refused = run_cli("import", str(backup), db=dst)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert "'acme'" in refused.stderr and "'default'" in refused.stderr
+    assert "--tenant acme" in refused.stderr
+    with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
+        assert d.store.count(Filter(scope=Scope(d.tenant), include_invalid=True)) == 0
+        with pytest.raises(ImportTenantError, match="'acme'.*'default'"):
+            d.import_records(exported)
+        assert d.store.count(Filter(scope=Scope(d.tenant), include_invalid=True)) == 0
+    restored = run_cli("--tenant", "acme", "import", str(backup), db=dst)
+    assert restored.returncode == 0, restored.stderr
+    assert "1 added" in restored.stdout
+
+
+def test_an_export_cut_short_is_reported_and_a_rerun_finishes_it(
+    source: Memory, tmp_path: Path
+) -> None:
+    """Review s57, defect 9: an export to stdout killed midway looked whole. Its last
+    line is now ``{"end": true, "count": N}``; an import of a file without it (or with
+    another count) stores what it read, then says the file was cut short (exit 2); the
+    whole file imported again finishes the import."""
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    done = run_cli("export", db=src)
+    assert done.returncode == 0, done.stderr
+    lines = [line + "\n" for line in done.stdout.split("\n")[:-1]]  # not at U+2028
+    n = len(lines) - 2
+    assert json.loads(lines[-1]) == {"end": True, "count": n}
+    cut = run_cli("import", "-", db=dst, stdin="".join(lines[:6]))
+    assert cut.returncode == 2, cut.stderr
+    assert "no end line" in cut.stderr and "cut short after 5 record(s)" in cut.stderr
+    assert "5 records of it stored" in cut.stderr and "import the whole file again" in cut.stderr
+    with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
+        assert len(records(d)) == 5
+    lost = run_cli("import", "-", db=dst, stdin="".join(lines[:8] + lines[10:]))
+    assert lost.returncode == 2, lost.stderr
+    assert f"the end line counts {n} record(s), the file holds {n - 2}" in lost.stderr
+    with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
+        assert len(records(d)) == n - 2  # what it read is stored
+    whole = run_cli("--json", "import", "-", db=dst, stdin=done.stdout)
+    assert whole.returncode == 0, whole.stderr
+    report = json.loads(whole.stdout)
+    assert (report["added"], report["already"]) == (2, n - 2)
+    with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
+        # (in another order: the turns an offload archived share one instant)
+        assert sorted(records(d), key=str) == sorted(records(source), key=str)
+
+
+def test_overlapping_imports_into_postgresql_both_finish(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review s57, defect 3: an import whose batch met a record another import was
+    inserting (not yet committed) failed on the key, ran again, and after 3 such tries
+    gave up ("a record with this id already exists"), with a "PostgreSQL write failed"
+    warning each time. Restores of one tenant now queue: two handles (two processes)
+    import overlapping records while the first one's transaction is held open; the
+    second counts the first's record as already stored, and nothing is logged."""
+    import contextos.store.postgres as pg
+
+    real = pg._insert_records
+    slow = threading.local()
+
+    def slow_insert(*args: Any) -> Any:
+        out = real(*args)
+        time.sleep(getattr(slow, "hold", 0.0))  # inside that import's transaction
+        return out
+
+    monkeypatch.setattr(pg, "_insert_records", slow_insert)
+    lines = [
+        {"id": f"X{i}", "text": f"x {i}", "user_id": "u", "created_at": f"2024-01-01T00:00:0{i}Z"}
+        for i in range(1, 5)
+    ]
+    with two_handles() as (a, b):
+        first = Memory(store=a, embedder=HashEmbedder(), background_embedding=False)
+        second = Memory(store=b, embedder=HashEmbedder(), background_embedding=False)
+        errors: list[BaseException] = []
+
+        def writer(line: dict[str, Any], start: float, hold: float) -> None:
+            time.sleep(start)
+            slow.hold = hold
+            try:
+                first.import_records([line])
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        holds = [(0.0, 0.8), (0.5, 1.1), (1.3, 1.1)]  # X1..X3, their transactions overlapping
+        threads = [
+            threading.Thread(target=writer, args=(lines[i], *at)) for i, at in enumerate(holds)
+        ]
+        with caplog.at_level(logging.WARNING, logger="contextos"):
+            for t in threads:
+                t.start()
+            time.sleep(0.3)
+            report = second.import_records(lines)
+            for t in threads:
+                t.join()
+        assert not errors
+        assert report.conflicts == 0 and report.added + report.already == 4
+        assert sorted(r.id for r in first.get_all(user_id="u")) == ["X1", "X2", "X3", "X4"]
+        assert not [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_an_export_to_a_file_stopped_by_sigterm_or_sighup_leaves_no_file(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Review s57, defect 8: ``export -o`` stopped by SIGTERM (timeout, systemd, docker
+    stop) or SIGHUP (a closed terminal) left a hidden ``.FILE.XXXX.part`` copy of the
+    whole tenant, never cleaned up. It now unwinds as Ctrl-C does: no file, exit 128+N."""
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.import_records(
+            {
+                "id": f"m{i}",
+                "text": f"memory {i} " + "words " * 40,
+                "user_id": "u",
+                "created_at": "2024-01-01T00:00:00Z",
+            }
+            for i in range(20_000)
+        )
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contextos", "--db", str(db), "export", "-o", str(out / "b.jsonl")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    deadline = time.monotonic() + 60
+    while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert [p.name for p in out.iterdir()][0].endswith(".part")  # the export runs
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert b"terminated" in err
+    assert list(out.iterdir()) == []
+
+
+def test_export_says_how_many_sessions_logs_it_left_out(source: Memory, tmp_path: Path) -> None:
+    """Review s57, defect 2: a store whose conversations are session logs was exported
+    with "exported N memories" and nothing about the logs, which the format does not
+    hold. The CLI now says on stderr how many sessions' logs were not exported."""
+    db = tmp_path / "src.db"
+    logs = source.store.sessions(Scope(source.tenant))
+    assert "s3" in logs
+    done = run_cli("export", "-o", str(tmp_path / "all.jsonl"), db=db)
+    assert done.returncode == 0, done.stderr
+    assert f"session logs (turns) of {len(logs)} session" in done.stderr
+    one = run_cli("export", "-s", "s3", "-o", str(tmp_path / "s3.jsonl"), db=db)
+    assert "session logs (turns) of 1 session were not exported" in one.stderr
+    none = run_cli("export", "-a", "helper", "-o", str(tmp_path / "a.jsonl"), db=db)
+    assert none.returncode == 0 and "session logs" not in none.stderr

@@ -47,10 +47,17 @@ def stop_if_terminated() -> None:
         raise Terminated
 
 
+def received() -> int | None:
+    """The signal that :func:`sigterm_unwinds` turned into :class:`Terminated` (None:
+    none came)."""
+    return _RECEIVED[0] if _RECEIVED else None
+
+
 @contextmanager
-def sigterm_unwinds() -> Iterator[Callable[[], bool]]:
-    """While the block runs, SIGTERM raises :class:`Terminated` (once: a second SIGTERM
-    while the block cleans up is ignored, so it cannot cut the cleanup short). Yields
+def sigterm_unwinds(*, hangup: bool = False) -> Iterator[Callable[[], bool]]:
+    """While the block runs, SIGTERM (and with ``hangup`` SIGHUP: a closed terminal or
+    ssh session) raises :class:`Terminated` (once: a second one while the block cleans
+    up is ignored, so it cannot cut the cleanup short). Yields
     whether a SIGTERM came: the exception that reaches the caller may be another one,
     raised by a cleanup that the interruption upset (a ROLLBACK after the COMMIT it
     interrupted had ended the transaction), after every ``finally`` ran all the same.
@@ -61,16 +68,22 @@ def sigterm_unwinds() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(_RECEIVED)
         return
 
+    caught = [signal.SIGTERM]
+    if hangup and hasattr(signal, "SIGHUP"):
+        caught.append(signal.SIGHUP)
+
     def terminate(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for each in caught:
+            signal.signal(each, signal.SIG_IGN)
         _RECEIVED.append(signum)
         raise Terminated
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {each: signal.signal(each, terminate) for each in caught}
     try:
         yield lambda: bool(_RECEIVED)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for each, handler in previous.items():
+            signal.signal(each, handler)
 
 
 async def sigterm_cancels(work: Awaitable[T]) -> T:

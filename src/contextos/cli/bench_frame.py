@@ -63,16 +63,16 @@ def write_json(path: str | None, report: dict[str, Any]) -> None:
         err_console.print(SafeText(f"wrote {out}"))
 
 
-def terminable(func: F) -> F:
+def terminable(func: F, *, hangup: bool = False) -> F:
     """Run a benchmark command so that SIGTERM cleans up as Ctrl-C does (its server
     subprocess stopped, its temporary store removed), then exits 143 saying
-    "terminated" (:mod:`contextos.bench.sigterm`)."""
+    "terminated" (:mod:`contextos.bench.sigterm`). ``hangup``: SIGHUP too (exit 129)."""
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        from ..bench.sigterm import EXIT_TERMINATED, sigterm_unwinds
+        from ..bench.sigterm import received, sigterm_unwinds
 
-        with sigterm_unwinds() as terminated:
+        with sigterm_unwinds(hangup=hangup) as terminated:
             try:
                 return func(*args, **kwargs)
             except BaseException:
@@ -81,6 +81,6 @@ def terminable(func: F) -> F:
                 if not terminated():
                     raise
                 err_console.print("terminated")
-                raise SystemExit(EXIT_TERMINATED) from None
+                raise SystemExit(128 + (received() or 15)) from None
 
     return cast(F, run)

@@ -19,8 +19,14 @@ from typing import IO, Any
 import click
 from rich.progress import Progress
 
-from ..memory.transfer import ImportLineError, ImportReport
+from ..memory.transfer import (
+    ImportLineError,
+    ImportReport,
+    ImportTenantError,
+    ImportTruncatedError,
+)
 from ..types import Filter, Scope
+from .bench_frame import terminable
 from .common import (
     CliState,
     console,
@@ -77,7 +83,9 @@ def register(cli: click.Group, bench: click.Group) -> None:
     ) -> None:
         """Write memories as JSON Lines, superseded ones included: a scope's, or with no
         -u/-a/-s the whole tenant's. `contextos import` stores them again as they were."""
-        _export(state, (user_id, agent_id, session_id), output)
+        # SIGTERM (timeout, systemd, docker stop) or SIGHUP (a closed terminal) unwinds
+        # as Ctrl-C does: the file beside FILE is removed (it was left: review s57).
+        terminable(_export, hangup=True)(state, (user_id, agent_id, session_id), output)
 
     @cli.command("import")
     @click.argument("file", metavar="FILE")
@@ -139,18 +147,27 @@ def _export(
                 text = _line(data, ascii_only=ascii_only)
                 chunk.append(text)
                 size += len(text)
-                if n:  # the first line is the header
+                if n and "end" not in data:  # the first line is the header, the last the end
                     written += 1
                     bar.advance(task)
                 if size >= _CHUNK_CHARS:
                     _write("".join(chunk), out)
                     chunk, size = [], 0
             _write("".join(chunk), out)
+        logs = memory.store.sessions(Scope(memory.tenant, ids[0], ids[1]))
+        logs = [s for s in logs if ids[2] is None or s == ids[2]]
     where = "stdout" if output is None else output
     err_console.print(
         SafeText(f"exported {plural(written, 'memory', 'memories')} to {where}"),
         highlight=False,
     )
+    if logs:
+        # The format holds memories only; a move said nothing of the logs it left (s57).
+        err_console.print(
+            f"note: the session logs (turns) of {plural(len(logs), 'session')} were not "
+            "exported (the format holds memories only; `session show` reads them)",
+            highlight=False,
+        )
 
 
 def _import(state: CliState, source: IO[bytes]) -> ImportReport:
@@ -175,6 +192,17 @@ def _import(state: CliState, source: IO[bytes]) -> ImportReport:
                     highlight=False,
                 )
                 raise SystemExit(130) from None
+            except ImportTenantError as exc:
+                raise ValueError(
+                    f"this file is an export of tenant {exc.file_tenant!r}, not of "
+                    f"{exc.tenant!r} (the import's tenant): pass --tenant "
+                    f"{exc.file_tenant} to restore it there"
+                ) from None
+            except ImportTruncatedError as exc:
+                raise ValueError(
+                    f"{exc}; {plural(exc.report.records, 'record')} of it stored: import "
+                    "the whole file again to finish (what is stored is skipped)"
+                ) from None
             except ImportLineError as exc:
                 raise ValueError(
                     f"{exc} ({plural(exc.report.records, 'record')} before it stored; fix "

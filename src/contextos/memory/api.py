@@ -904,10 +904,13 @@ class Memory:
         ``version``, ``tenant``, ``scope``, ``exported_at``), then one dict a memory,
         everything :meth:`import_records` needs to store it again as it was (id, text,
         type, scope, metadata, context, creation, update and event times, validity,
-        provenance). Read lazily, a page at a time by key, so a store of any size is
-        exported in bounded memory, and a memory written or deleted meanwhile makes no
-        other repeat or go missing. ``json.dumps`` of each is a line of the file
-        ``contextos export`` writes.
+        provenance), then the end line ``{"end": True, "count": N}`` (a file without it
+        was cut short: :meth:`import_records` says so). Read lazily, a page at a time
+        by key, so a store of any size is exported in bounded memory, all pages in one
+        snapshot (``Store.list_snapshot``): the store as it was when the export began,
+        whatever is written meanwhile; the snapshot is held until the iterator is read
+        to the end or closed.
+        ``json.dumps`` of each is a line of the file ``contextos export`` writes.
 
         Why: a backup, a restore and a move from SQLite to PostgreSQL need every memory
         back with its id, times and validity; ``get_all`` and ``add`` lose those, and
@@ -937,7 +940,12 @@ class Memory:
 
         A line that is no record (broken JSON, an unknown field, a bad time) raises
         :class:`~contextos.memory.transfer.ImportLineError`, a ``ValueError`` naming
-        the line; the batches before it are stored. The records are searchable by
+        the line; the batches before it are stored. Lines after a header with no end
+        line after them (or one counting otherwise) are stored, then
+        :class:`~contextos.memory.transfer.ImportTruncatedError` (a ``ValueError``)
+        says the file was cut short. A header naming another tenant raises
+        :class:`~contextos.memory.transfer.ImportTenantError` (leave the header out to
+        copy an export into another tenant). The records are searchable by
         their words at once; their vectors are made by the embedding worker, as after
         ``add`` (``flush()`` waits for them)."""
         from .transfer import import_records

@@ -10,6 +10,8 @@ The format (version :data:`FORMAT_VERSION`): a first line, the header
 ``{"format": "contextos-export", "version": 1, "tenant": ..., "scope": {...},
 "exported_at": ...}``, then one memory a line: :meth:`MemoryRecord.to_dict`'s fields
 and ``context`` (the indexed text beside it: a speaker, the turn a reply answers).
+The last line, ``{"end": true, "count": N}`` (N: the memory lines), tells a whole file
+from one cut short (an export to stdout killed midway looked complete: review s57).
 Closed (superseded or ended) memories are included. Not exported: vectors (the
 embedding worker makes them again on import, with whatever model the target uses), the
 change history (an import logs one ADD per memory), the token count (a cache) and the
@@ -105,6 +107,34 @@ class ImportLineError(ValueError):
         self.report = ImportReport()
 
 
+class ImportTruncatedError(ValueError):
+    """The file began with a header but has no end line, or its end line counts other
+    records than the file holds: it was cut short. What it held is stored (``report``
+    counts it); importing the whole file again finishes the import."""
+
+    def __init__(self, message: str, report: ImportReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ImportTenantError(ImportLineError):
+    """The header says the file is an export of another tenant (``file_tenant``) than the
+    one importing it (``tenant``): refused before anything is stored. Why: a tenant's
+    backup restored without ``--tenant`` landed in tenant "default", readable by its keys
+    (review s57). To copy an export into another tenant on purpose, leave out its header
+    line."""
+
+    def __init__(self, line: int, file_tenant: str, tenant: str) -> None:
+        super().__init__(
+            line,
+            f"an export of tenant {file_tenant!r}, imported into tenant {tenant!r}: import "
+            f"it with tenant {file_tenant!r} (to copy it into {tenant!r}, leave out the "
+            "header line)",
+        )
+        self.file_tenant = file_tenant
+        self.tenant = tenant
+
+
 def header(tenant: str, scope: Scope, now: datetime) -> dict[str, Any]:
     """The first line of an export of ``scope`` (its ids None: the whole tenant)."""
     return {
@@ -126,21 +156,30 @@ def record_line(record: MemoryRecord) -> dict[str, Any]:
 
 
 def export_records(store: Store, scope: Scope, now: datetime) -> Iterator[dict[str, Any]]:
-    """The header, then every record of ``scope`` (any validity), oldest first, read a
-    page at a time by key (``Store.list_after``): a record written or deleted during
-    the export never makes one repeat or be skipped."""
+    """The header, then every record of ``scope`` (any validity), oldest first, then the
+    end line; the records read a page at a time, all in one snapshot
+    (``Store.list_snapshot``): the store as it was at one moment, whatever is written,
+    updated or deleted during the export (each page read on its own restored a fact
+    superseded meanwhile as current: review s57)."""
     yield header(scope.tenant, scope, now)
     flt = Filter(scope=scope, include_invalid=True)
-    after: str | None = None
-    while True:
-        rows = store.list_after(
-            flt, after=after, limit=BATCH, max_bytes=PAGE_BYTES, oldest_first=True
-        )
-        for record, _key in rows:
-            yield record_line(record)
-        if not rows:
-            return
-        after = rows[-1][1]
+    count = 0
+    pages = store.list_snapshot(flt, limit=BATCH, max_bytes=PAGE_BYTES)
+    try:
+        for rows in pages:
+            for record, _key in rows:
+                count += 1
+                yield record_line(record)
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()  # the snapshot ends with the export, read whole or not
+    yield end_line(count)
+
+
+def end_line(count: int) -> dict[str, Any]:
+    """The last line of an export of ``count`` memories."""
+    return {"end": True, "count": count}
 
 
 def import_records(
@@ -163,16 +202,14 @@ def import_records(
         batch.clear()
         stored(report)
 
+    file = _Framing(tenant)
     for number, item in enumerate(items, start=1):
         try:
             data = _parsed(number, item)
-            if data is None:
+            record = None if data is None else file.record(number, data)
+            if record is None:
                 continue
-            if "format" in data or "version" in data:
-                _check_header(number, data)
-                continue
-            record = parse_record(number, data, tenant)
-        except ImportLineError as exc:
+        except (ImportLineError, ImportTruncatedError) as exc:
             if batch:  # what came before the bad line is stored: a rerun goes on from it
                 flush()
             exc.report = report
@@ -185,7 +222,51 @@ def import_records(
             flush()
     if batch:
         flush()
+    if file.headed and file.ended is None:
+        raise ImportTruncatedError(
+            f"the file has no end line: it was cut short after {file.count:,} record(s)",
+            report,
+        )
     return report
+
+
+class _Framing:
+    """The header and end lines of a file being imported, and the record lines between."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.headed = False  # a header was read: the file must end with its end line
+        self.ended: int | None = None  # the number of the end line read
+        self.count = 0  # the record lines since the header
+
+    def record(self, number: int, data: Mapping[str, Any]) -> MemoryRecord | None:
+        """The record of line ``number`` (None: a header or an end line, checked)."""
+        if "format" in data or "version" in data:
+            _check_header(number, data, self.tenant)
+            self.headed, self.ended, self.count = True, None, 0
+            return None
+        if "end" in data:
+            _check_end(number, data, self.count)
+            self.ended = number
+            return None
+        if self.ended is not None:
+            raise ImportLineError(number, f"a record after the end line (line {self.ended})")
+        record = parse_record(number, data, self.tenant)
+        self.count += 1
+        return record
+
+
+def _check_end(number: int, data: Mapping[str, Any], count: int) -> None:
+    """The end line: ``{"end": true, "count": N}``, N the record lines before it."""
+    n = data.get("count")
+    if set(data) != {"end", "count"} or data["end"] is not True or type(n) is not int:
+        raise ImportLineError(number, 'an end line is {"end": true, "count": N}')
+    if n != count:
+        raise ImportTruncatedError(
+            f"line {number}: the end line counts {n:,} record(s), the file holds {count:,}:"
+            " lines are missing or added",
+            ImportReport(),
+        )
 
 
 def _parsed(number: int, item: Mapping[str, Any] | str | bytes) -> Mapping[str, Any] | None:
@@ -211,7 +292,7 @@ def _parsed(number: int, item: Mapping[str, Any] | str | bytes) -> Mapping[str, 
     return data
 
 
-def _check_header(number: int, data: Mapping[str, Any]) -> None:
+def _check_header(number: int, data: Mapping[str, Any], tenant: str) -> None:
     if data.get("format") != FORMAT:
         raise ImportLineError(number, f"not a contextos export (format {data.get('format')!r})")
     version = data.get("version")
@@ -221,6 +302,9 @@ def _check_header(number: int, data: Mapping[str, Any]) -> None:
             f"export format version {version!r}; this contextos reads version {FORMAT_VERSION}"
             " (a newer contextos wrote it: upgrade to import it)",
         )
+    file_tenant = data.get("tenant")
+    if file_tenant is not None and file_tenant != tenant:
+        raise ImportTenantError(number, str(file_tenant), tenant)
 
 
 def parse_record(number: int, data: Mapping[str, Any], tenant: str) -> MemoryRecord:

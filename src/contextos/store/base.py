@@ -10,7 +10,7 @@ specification: a new backend is done when that suite passes against it.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -557,6 +557,21 @@ class Store(Protocol):
         the records after it in that order). An export reads so, and its import stores
         the records in the order they were written: records made at one instant (the
         turns an offload archives) keep their order, which tells a session's newest."""
+        ...
+
+    def list_snapshot(
+        self, flt: Filter, *, limit: int = 500, max_bytes: int | None = None
+    ) -> Iterator[builtins.list[tuple[MemoryRecord, str]]]:
+        """Every record matching ``flt``, oldest first, in pages of ``limit`` (cut by
+        ``max_bytes`` as :meth:`list_after` cuts), all of them read in one snapshot of
+        the store: the pages together are the store as it was at one moment, whatever is
+        written, updated or deleted while they are read. Lazy: the snapshot is held
+        until the iterator is exhausted or closed (a generator: ``close()`` it, or read
+        it to the end).
+
+        Why: an export read each page on its own, so a fact superseded between two
+        pages came back current beside the fact superseding it, and a memory deleted
+        meanwhile came back on restore (review s57)."""
         ...
 
     def pointing_to(

@@ -496,9 +496,16 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             return {}
         tenant = shared.one_tenant(records)
         now = _now()
-        # Two imports of one id at once: the second's insert fails on the key, a
-        # ValueError, and its caller runs the batch again (``Memory.import_records``).
+        # Restores of one tenant queue on one transaction lock of it: each then reads
+        # (READ COMMITTED: a statement's snapshot is taken after the lock) the rows the
+        # one before it committed, and counts them as stored. Without it, two overlapping
+        # imports each missed the other's uncommitted rows, and the second's insert
+        # failed on the key, three times ("a record with this id already exists" after a
+        # warning each; review s57). A duplicate still possible (an ``add`` of the id
+        # meanwhile) is a ValueError.
         with self._duplicate_is_value_error(), self._tx("write") as cur:
+            key = json.dumps(["restore", tenant])
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
             rows = cur.execute(
                 f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.id = ANY(%s)",
                 (tenant, [r.id for r in records]),
@@ -613,6 +620,46 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         max_bytes: int | None = None,
         oldest_first: bool = False,
     ) -> _Keyed:
+        return self._list_after(
+            self._read,
+            flt,
+            after=after,
+            limit=limit,
+            offset=offset,
+            max_bytes=max_bytes,
+            oldest_first=oldest_first,
+        )
+
+    def list_snapshot(
+        self, flt: Filter, *, limit: int = 500, max_bytes: int | None = None
+    ) -> Iterator[_Keyed]:
+        # One REPEATABLE READ READ ONLY transaction on one connection, held until the
+        # iterator ends: every page sees the database as it was at its first query.
+        with self._conn("read") as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+            def read(sql: str, params: Sequence[object] = ()) -> _Rows:
+                return list(conn.execute(sql, params).fetchall())
+
+            after: str | None = None
+            while rows := self._list_after(
+                read, flt, after=after, limit=limit, max_bytes=max_bytes, oldest_first=True
+            ):
+                yield rows
+                after = rows[-1][1]
+
+    def _list_after(
+        self,
+        read: Callable[[str, Sequence[object]], _Rows],
+        flt: Filter,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        max_bytes: int | None = None,
+        oldest_first: bool = False,
+    ) -> _Keyed:
+        """:meth:`list_after`, its queries run by ``read``."""
         where, params = filter_sql(flt, _now())
         if after is not None:
             at, row = shared.split_list_key(after)
@@ -627,17 +674,17 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         order = f"ORDER BY m.created_at {way}, m.seq {way}"
         columns = f"{RECORD_COLUMNS}, m.seq"
         if max_bytes is None:
-            rows = self._read(
+            rows = read(
                 f"SELECT {columns} FROM memories m WHERE {where} {order} LIMIT %s OFFSET %s",
                 (*params, limit, offset),
             )
         else:
-            sized = self._read(
+            sized = read(
                 "SELECT m.seq, octet_length(m.text) + octet_length(m.metadata::text) "
                 f"FROM memories m WHERE {where} {order} LIMIT %s OFFSET %s",
                 (*params, limit, offset),
             )
-            rows = self._read(
+            rows = read(
                 f"SELECT {columns} FROM memories m WHERE m.seq = ANY(%s) {order}",
                 (shared.within_bytes(sized, max_bytes),),
             )

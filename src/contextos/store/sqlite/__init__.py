@@ -640,6 +640,64 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         max_bytes: int | None = None,
         oldest_first: bool = False,
     ) -> builtins.list[tuple[MemoryRecord, str]]:
+        return self._list_after(
+            self._read,
+            flt,
+            after=after,
+            limit=limit,
+            offset=offset,
+            max_bytes=max_bytes,
+            oldest_first=oldest_first,
+        )
+
+    def list_snapshot(
+        self, flt: Filter, *, limit: int = 500, max_bytes: int | None = None
+    ) -> Iterator[builtins.list[tuple[MemoryRecord, str]]]:
+        # A connection of its own, in one read transaction (WAL: a snapshot that writers
+        # never block), so the store's reads go on beside it; a store whose reads share
+        # the writer's connection (read-only, ``:memory:``) reads in ``_snapshot``,
+        # holding its locks until the iterator ends.
+        if self._reader is self._db:
+            with self._snapshot() as db:
+                yield from self._pages(_reads_on(db, self._failed), flt, limit, max_bytes)
+            return
+        db = _open_reader(self._absolute_path, self._busy_timeout_ms)
+        try:
+            try:
+                db.execute("BEGIN")
+            except sqlite3.DatabaseError as exc:
+                raise self._failed("read", exc) from exc
+            with _ended(db, "read", self._failed):
+                yield from self._pages(_reads_on(db, self._failed), flt, limit, max_bytes)
+        finally:
+            db.close()
+
+    def _pages(
+        self,
+        read: Callable[[str, Sequence[object]], builtins.list[Any]],
+        flt: Filter,
+        limit: int,
+        max_bytes: int | None,
+    ) -> Iterator[builtins.list[tuple[MemoryRecord, str]]]:
+        after: str | None = None
+        while rows := self._list_after(
+            read, flt, after=after, limit=limit, max_bytes=max_bytes, oldest_first=True
+        ):
+            yield rows
+            after = rows[-1][1]
+
+    def _list_after(
+        self,
+        read: Callable[[str, Sequence[object]], builtins.list[Any]],
+        flt: Filter,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        max_bytes: int | None = None,
+        oldest_first: bool = False,
+    ) -> builtins.list[tuple[MemoryRecord, str]]:
+        """:meth:`list_after`, its queries run by ``read``."""
         where, params = filter_sql(flt, time.time())
         if after is not None:
             # The time as stored (REAL): compared as the same float, not one made again
@@ -654,17 +712,17 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         columns = RECORD_COLUMNS.replace("rowid", "m.rowid")
         created = 1 + shared.RECORD_FIELDS.index("created_at")  # after the rowid
         if max_bytes is None:
-            rows = self._read(
+            rows = read(
                 f"SELECT {columns} FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             )
         else:
-            sized = self._read(
+            sized = read(
                 "SELECT m.rowid, length(CAST(m.text AS BLOB)) + length(CAST(m.metadata AS BLOB)) "
                 f"FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             )
-            rows = self._read(
+            rows = read(
                 f"SELECT {columns} FROM memories m "
                 f"WHERE m.rowid IN (SELECT value FROM json_each(?)) {order}",
                 (json.dumps(shared.within_bytes(sized, max_bytes)),),
@@ -2430,6 +2488,20 @@ def _write_refused(opened: _Opened | None, exc: sqlite3.OperationalError) -> Sto
         f"cannot write the database: {' and '.join(unwritable)} "
         f"{'is' if one else 'are'} read-only; {fix}"
     )
+
+
+def _reads_on(
+    db: sqlite3.Connection, failed: Callable[[str, sqlite3.DatabaseError], StoreError]
+) -> Callable[[str, Sequence[object]], builtins.list[Any]]:
+    """A ``read`` running each query on ``db`` (its errors ``failed``'s StoreError)."""
+
+    def read(sql: str, params: Sequence[object] = ()) -> builtins.list[Any]:
+        try:
+            return db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise failed("read", exc) from exc
+
+    return read
 
 
 def _open_reader(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
