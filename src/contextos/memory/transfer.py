@@ -43,25 +43,10 @@ FORMAT_VERSION = 1
 BATCH = 500
 #: Bytes of text and metadata an export reads at once (a page of large memories).
 PAGE_BYTES = 8 * 1024 * 1024
-#: The fields of a record line, all of them written by :func:`record_line`.
-RECORD_KEYS = frozenset(
-    {
-        "id",
-        "text",
-        "memory_type",
-        "user_id",
-        "agent_id",
-        "session_id",
-        "metadata",
-        "created_at",
-        "updated_at",
-        "event_time",
-        "valid_from",
-        "valid_to",
-        "provenance",
-        "context",
-    }
-)
+#: The fields of a record line, all of them written by :func:`record_line`: the
+#: record's JSON shape (``MemoryRecord.to_dict``, one shape for every surface) and its
+#: ``context``, which that shape leaves out.
+RECORD_KEYS = frozenset({*MemoryRecord("", "").to_dict(), "context"})
 _TIMES = ("created_at", "updated_at", "event_time", "valid_from", "valid_to")
 #: The most conflicting ids an :class:`ImportReport` lists (it counts them all).
 CONFLICTS_LISTED = 100
