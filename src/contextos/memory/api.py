@@ -184,6 +184,14 @@ class PendingWrites(Protocol):
         ...
 
 
+def _batch(size: object) -> int | None:
+    """``batch_size`` of an export or import, checked: a positive int, or None for the
+    default (:data:`~contextos.memory.transfer.BATCH`, 500)."""
+    if size is not None and (type(size) is not int or size < 1):
+        raise ValueError(f"batch_size must be a positive integer, not {size!r}")
+    return size
+
+
 class Memory:
     """Long-term memory for LLM applications. See the module docstring."""
 
@@ -898,6 +906,7 @@ class Memory:
         user_id: str | None = None,
         agent_id: str | None = None,
         session_id: str | None = None,
+        batch_size: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every memory of a scope (with no id given: of the whole tenant), superseded
         and ended ones included, as the lines of an export: a header (``format``,
@@ -911,6 +920,7 @@ class Memory:
         whatever is written meanwhile; the snapshot is held until the iterator is read
         to the end or closed.
         ``json.dumps`` of each is a line of the file ``contextos export`` writes.
+        ``batch_size``: memories read a page (default 500; at most 8 MiB of them).
 
         Why: a backup, a restore and a move from SQLite to PostgreSQL need every memory
         back with its id, times and validity; ``get_all`` and ``add`` lose those, and
@@ -920,23 +930,24 @@ class Memory:
         from .transfer import export_records
 
         scope = Scope(self.tenant, user_id, agent_id, session_id)
-        return export_records(self.store, scope, datetime.now(UTC))
+        return export_records(self.store, scope, datetime.now(UTC), _batch(batch_size))
 
     def import_records(
         self,
         records: Iterable[Mapping[str, Any] | str | bytes],
         *,
         progress: Callable[[ImportReport], None] | None = None,
+        batch_size: int | None = None,
     ) -> ImportReport:
         """Store the records of an export (:meth:`export`'s dicts, or the lines of its
         file, the header included or not) in this Memory's tenant exactly as they were:
-        same ids, times, validity, metadata and context. Each batch of 500 is one
-        transaction; an id already stored is never overwritten: one stored exactly so
-        counts as ``already`` (importing a file twice stores nothing the second time,
-        and a run stopped midway is finished by running it again), one stored otherwise
-        (changed since the export; on SQLite, an id of another tenant) as a conflict,
-        its id listed, and left as stored. Returns an :class:`ImportReport`;
-        ``progress`` is called with it after each batch.
+        same ids, times, validity, metadata and context. Each batch of ``batch_size``
+        (default 500) is one transaction; an id already stored is never overwritten:
+        one stored exactly so counts as ``already`` (importing a file twice stores
+        nothing the second time, and a run stopped midway is finished by running it
+        again), one stored otherwise (changed since the export; on SQLite, an id of
+        another tenant) as a conflict, its id listed, and left as stored. Returns an
+        :class:`ImportReport`; ``progress`` is called with it after each batch.
 
         A line that is no record (broken JSON, an unknown field, a bad time) raises
         :class:`~contextos.memory.transfer.ImportLineError`, a ``ValueError`` naming
@@ -961,6 +972,7 @@ class Memory:
             records,
             counted=self.record_tokens.counted,
             stored=stored,
+            batch_size=_batch(batch_size),
         )
 
     def vacuum(self) -> tuple[str, ...]:

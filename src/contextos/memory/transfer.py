@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..engine.message_text import check_unicode
 from ..store.records import refuse_nul, refuse_nul_in_scope
 from ..times import iso, utc
-from ..types import MEMORY_TYPES, Filter, MemoryRecord, Scope, content_hash
+from ..types import MEMORY_TYPES, Filter, MemoryRecord, Scope, content_hash, scope_id
+from .ingest import MAX_TEXT_CHARS, check_metadata
 
 if TYPE_CHECKING:
     from ..store.base import Store
@@ -140,7 +142,9 @@ def record_line(record: MemoryRecord) -> dict[str, Any]:
     return {**record.to_dict(), "context": record.context}
 
 
-def export_records(store: Store, scope: Scope, now: datetime) -> Iterator[dict[str, Any]]:
+def export_records(
+    store: Store, scope: Scope, now: datetime, batch_size: int | None = None
+) -> Iterator[dict[str, Any]]:
     """The header, then every record of ``scope`` (any validity), oldest first, then the
     end line; the records read a page at a time, all in one snapshot
     (``Store.list_snapshot``): the store as it was at one moment, whatever is written,
@@ -149,7 +153,7 @@ def export_records(store: Store, scope: Scope, now: datetime) -> Iterator[dict[s
     yield header(scope.tenant, scope, now)
     flt = Filter(scope=scope, include_invalid=True)
     count = 0
-    pages = store.list_snapshot(flt, limit=BATCH, max_bytes=PAGE_BYTES)
+    pages = store.list_snapshot(flt, limit=batch_size or BATCH, max_bytes=PAGE_BYTES)
     try:
         for rows in pages:
             for record, _key in rows:
@@ -174,9 +178,10 @@ def import_records(
     *,
     counted: Callable[[MemoryRecord], MemoryRecord],
     stored: Callable[[ImportReport], None],
+    batch_size: int | None = None,
 ) -> ImportReport:
     """Store each record of ``items`` (parsed lines of an export, or the lines
-    themselves) in ``tenant`` as it was, a batch of :data:`BATCH` a transaction
+    themselves) in ``tenant`` as it was, a batch of ``batch_size`` a transaction
     (``Store.restore``), each record ``counted`` first; ``stored`` is called after each
     batch commits. See :meth:`Memory.import_records`."""
     report = ImportReport()
@@ -203,7 +208,7 @@ def import_records(
             _tally(report, batch[record.id], record)
             continue
         batch[record.id] = record
-        if len(batch) >= BATCH:
+        if len(batch) >= (batch_size or BATCH):
             flush()
     if batch:
         flush()
@@ -330,9 +335,28 @@ def parse_record(number: int, data: Mapping[str, Any], tenant: str) -> MemoryRec
         refuse_nul_in_scope(scope)
         for what in ("id", "text", "context", "metadata", "provenance"):
             refuse_nul(what, getattr(record, what))
+        _check_as_add(record)
     except (TypeError, ValueError) as exc:
         raise ImportLineError(number, str(exc)) from None
     return record
+
+
+def _check_as_add(record: MemoryRecord) -> None:
+    """Refuse what ``add`` refuses of a memory (ValueError or TypeError naming it): an
+    id over the scope ids' 256 characters or with a lone surrogate (``scope_id``: the
+    HTTP API could not get or delete it), a blank text or one over
+    :data:`~contextos.memory.ingest.MAX_TEXT_CHARS` (``add`` stores a longer one in
+    pieces), metadata over its size, depth or 64-bit integers (``check_metadata``),
+    and provenance that is not valid Unicode (the texts are checked as they are read:
+    ``_checked_fields``). Why: an import stored all of these as given,
+    and the other surfaces could then not read them back (a review)."""
+    scope_id(record.id, "id")
+    if not record.text.strip():
+        raise ValueError("'text' is blank")
+    if len(record.text) > MAX_TEXT_CHARS:
+        raise ValueError(f"'text' is {len(record.text):,} characters: at most {MAX_TEXT_CHARS:,}")
+    check_metadata(record.metadata)
+    check_unicode(list(record.provenance), "'provenance'")
 
 
 def _checked_fields(data: Mapping[str, Any]) -> tuple[Any, dict[str, Any], list[str]]:
@@ -341,6 +365,7 @@ def _checked_fields(data: Mapping[str, Any]) -> tuple[Any, dict[str, Any], list[
     for key in ("id", "text", "context"):
         if not isinstance(data.get(key, ""), str):
             raise ValueError(f"{key!r} must be a string")
+        check_unicode(data.get(key, ""), repr(key))  # before its hash: no raw codec error
     if not data["id"].strip():
         raise ValueError("'id' is blank")
     kind = data.get("memory_type", "episodic")
