@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from contextos import Filter, NotFound, Scope, ScopeError, StoreError
+from contextos.errors import ConfigError
 from contextos.memory import Memory
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
@@ -188,7 +189,7 @@ def test_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         Memory(tmp_path / "a" / "b" / "m.db", embedder=HashEmbedder())
     assert not (tmp_path / "a").exists()
-    with pytest.raises(StoreError, match="directory"):
+    with pytest.raises(ConfigError, match="directory"):  # as Memory("data/") (review s57)
         Memory(tmp_path, embedder=HashEmbedder())
 
 

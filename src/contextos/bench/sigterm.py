@@ -47,17 +47,10 @@ def stop_if_terminated() -> None:
         raise Terminated
 
 
-def received() -> int | None:
-    """The signal that :func:`sigterm_unwinds` turned into :class:`Terminated` (None:
-    none came)."""
-    return _RECEIVED[0] if _RECEIVED else None
-
-
 @contextmanager
-def sigterm_unwinds(*, hangup: bool = False) -> Iterator[Callable[[], bool]]:
-    """While the block runs, SIGTERM (and with ``hangup`` SIGHUP: a closed terminal or
-    ssh session) raises :class:`Terminated` (once: a second one while the block cleans
-    up is ignored, so it cannot cut the cleanup short). Yields
+def sigterm_unwinds() -> Iterator[Callable[[], bool]]:
+    """While the block runs, SIGTERM raises :class:`Terminated` (once: a second SIGTERM
+    while the block cleans up is ignored, so it cannot cut the cleanup short). Yields
     whether a SIGTERM came: the exception that reaches the caller may be another one,
     raised by a cleanup that the interruption upset (a ROLLBACK after the COMMIT it
     interrupted had ended the transaction), after every ``finally`` ran all the same.
@@ -68,22 +61,16 @@ def sigterm_unwinds(*, hangup: bool = False) -> Iterator[Callable[[], bool]]:
         yield lambda: bool(_RECEIVED)
         return
 
-    caught = [signal.SIGTERM]
-    if hangup and hasattr(signal, "SIGHUP"):
-        caught.append(signal.SIGHUP)
-
     def terminate(signum: int, frame: object) -> None:
-        for each in caught:
-            signal.signal(each, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _RECEIVED.append(signum)
         raise Terminated
 
-    previous = {each: signal.signal(each, terminate) for each in caught}
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield lambda: bool(_RECEIVED)
     finally:
-        for each, handler in previous.items():
-            signal.signal(each, handler)
+        signal.signal(signal.SIGTERM, previous)
 
 
 async def sigterm_cancels(work: Awaitable[T]) -> T:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
+import threading
 from typing import Any, cast
 
 import click
@@ -63,16 +65,16 @@ def write_json(path: str | None, report: dict[str, Any]) -> None:
         err_console.print(SafeText(f"wrote {out}"))
 
 
-def terminable(func: F, *, hangup: bool = False) -> F:
+def terminable(func: F) -> F:
     """Run a benchmark command so that SIGTERM cleans up as Ctrl-C does (its server
     subprocess stopped, its temporary store removed), then exits 143 saying
-    "terminated" (:mod:`contextos.bench.sigterm`). ``hangup``: SIGHUP too (exit 129)."""
+    "terminated" (:mod:`contextos.bench.sigterm`)."""
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        from ..bench.sigterm import received, sigterm_unwinds
+        from ..bench.sigterm import EXIT_TERMINATED, sigterm_unwinds
 
-        with sigterm_unwinds(hangup=hangup) as terminated:
+        with sigterm_unwinds() as terminated:
             try:
                 return func(*args, **kwargs)
             except BaseException:
@@ -81,6 +83,37 @@ def terminable(func: F, *, hangup: bool = False) -> F:
                 if not terminated():
                     raise
                 err_console.print("terminated")
-                raise SystemExit(128 + (received() or 15)) from None
+                raise SystemExit(EXIT_TERMINATED) from None
+
+    return cast(F, run)
+
+
+def hangup_terminates(func: F) -> F:
+    """Run ``func`` (under :func:`terminable`) so that SIGHUP ends it as SIGTERM does: by
+    the handler ``terminable`` set, unwinding through every ``finally``, exit 143.
+
+    Why: closing the terminal of a ``chat`` sends SIGHUP, whose default action ends the
+    process on the spot; the question of the turn in flight was left logged and never
+    remembered (a review), and an ``export -o`` left its partial file (review s57).
+    Only the main thread can set a handler: elsewhere, and where no SIGHUP exists, this
+    does nothing."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        hup = getattr(signal, "SIGHUP", None)
+        terminate = signal.getsignal(signal.SIGTERM)
+        main = threading.current_thread() is threading.main_thread()
+        if hup is None or not callable(terminate) or not main:
+            return func(*args, **kwargs)
+
+        def hang_up(signum: int, frame: Any) -> None:
+            signal.signal(hup, signal.SIG_IGN)  # once, as SIGTERM: the cleanup runs whole
+            terminate(signum, frame)
+
+        previous = signal.signal(hup, hang_up)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            signal.signal(hup, previous)
 
     return cast(F, run)

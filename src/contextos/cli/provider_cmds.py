@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import signal
 import sys
-import threading
 from contextlib import ExitStack
-from typing import IO, TYPE_CHECKING, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Literal, cast
 
 import click
 
 from ..engine.message_text import lone_surrogate_at
 from ..errors import BudgetError
-from .bench_frame import terminable
+from .bench_frame import hangup_terminates, terminable
 from .common import (
     CliState,
-    F,
     choice_option,
     console,
     embedding_memory,
@@ -157,36 +153,6 @@ def _line_too_long(exc: BudgetError) -> bool:
     for the history) or, failing that, by the window's required segment: both name it
     (``BudgetError.segment``)."""
     return exc.segment == "question"
-
-
-def hangup_terminates(func: F) -> F:
-    """Run ``func`` (under :func:`~.bench_frame.terminable`) so that SIGHUP ends it as
-    SIGTERM does: by the handler ``terminable`` set, unwinding through every ``finally``.
-
-    Why: closing the terminal of a ``chat`` sends SIGHUP, whose default action ends the
-    process on the spot; the question of the turn in flight was left logged and never
-    remembered (a review). Only the main thread can set a handler: elsewhere, and where
-    no SIGHUP exists, this does nothing."""
-
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        hup = getattr(signal, "SIGHUP", None)
-        terminate = signal.getsignal(signal.SIGTERM)
-        main = threading.current_thread() is threading.main_thread()
-        if hup is None or not callable(terminate) or not main:
-            return func(*args, **kwargs)
-
-        def hang_up(signum: int, frame: Any) -> None:
-            signal.signal(hup, signal.SIG_IGN)  # once, as SIGTERM: the cleanup runs whole
-            terminate(signum, frame)
-
-        previous = signal.signal(hup, hang_up)
-        try:
-            return func(*args, **kwargs)
-        finally:
-            signal.signal(hup, previous)
-
-    return cast(F, run)
 
 
 @click.command()

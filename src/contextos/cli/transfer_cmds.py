@@ -26,7 +26,7 @@ from ..memory.transfer import (
     ImportTruncatedError,
 )
 from ..types import Filter, Scope
-from .bench_frame import terminable
+from .bench_frame import hangup_terminates, terminable
 from .common import (
     CliState,
     console,
@@ -85,7 +85,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         -u/-a/-s the whole tenant's. `contextos import` stores them again as they were."""
         # SIGTERM (timeout, systemd, docker stop) or SIGHUP (a closed terminal) unwinds
         # as Ctrl-C does: the file beside FILE is removed (it was left: review s57).
-        terminable(_export, hangup=True)(state, (user_id, agent_id, session_id), output)
+        terminable(hangup_terminates(_export))(state, (user_id, agent_id, session_id), output)
 
     @cli.command("import")
     @click.argument("file", metavar="FILE")
