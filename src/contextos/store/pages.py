@@ -9,7 +9,7 @@ key holds only memories after the last one shown (``Store.list_after``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from ..types import MemoryRecord
@@ -55,3 +55,15 @@ def keyed_page(
     last = rows[-1][1]
     more = store.list_after(flt, after=last, limit=1, max_bytes=1)
     return [r for r, _ in rows], last if more else None
+
+
+def pages_after(
+    page: Callable[[str | None], list[tuple[MemoryRecord, str]]],
+) -> Iterator[list[tuple[MemoryRecord, str]]]:
+    """Every page of a keyed list (``Store.list_after``'s pairs of record and key), each
+    read by ``page`` after the last key of the page before, until one comes back empty:
+    ``Store.list_snapshot``'s walk, the same on every store."""
+    after: str | None = None
+    while rows := page(after):
+        yield rows
+        after = rows[-1][1]

@@ -60,6 +60,7 @@ from contextos.store.base import (
 from contextos.store.erasure import REPLY_MARK, Scrub
 from contextos.store.filters import open_clause, pointing_clause
 from contextos.store.owner_turns import OWNER_TURN_WAIT_S
+from contextos.store.pages import pages_after
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
     POSTGRES,
@@ -641,12 +642,11 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             def read(sql: str, params: Sequence[object] = ()) -> _Rows:
                 return list(conn.execute(sql, params).fetchall())
 
-            after: str | None = None
-            while rows := self._list_after(
-                read, flt, after=after, limit=limit, max_bytes=max_bytes, oldest_first=True
-            ):
-                yield rows
-                after = rows[-1][1]
+            yield from pages_after(
+                lambda after: self._list_after(
+                    read, flt, after=after, limit=limit, max_bytes=max_bytes, oldest_first=True
+                )
+            )
 
     def _list_after(
         self,

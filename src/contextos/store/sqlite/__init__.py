@@ -68,6 +68,7 @@ from contextos.store.base import (
 from contextos.store.erasure import REPLY_MARK, Scrub
 from contextos.store.filters import open_clause, pointing_clause
 from contextos.store.owner_turns import OWNER_TURN_WAIT_S
+from contextos.store.pages import pages_after
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
     SQLITE,
@@ -679,12 +680,11 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         limit: int,
         max_bytes: int | None,
     ) -> Iterator[builtins.list[tuple[MemoryRecord, str]]]:
-        after: str | None = None
-        while rows := self._list_after(
-            read, flt, after=after, limit=limit, max_bytes=max_bytes, oldest_first=True
-        ):
-            yield rows
-            after = rows[-1][1]
+        return pages_after(
+            lambda after: self._list_after(
+                read, flt, after=after, limit=limit, max_bytes=max_bytes, oldest_first=True
+            )
+        )
 
     def _list_after(
         self,
