@@ -472,15 +472,8 @@ def test_overlapping_imports_into_postgresql_both_finish(
         second.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_an_export_to_a_file_stopped_by_sigterm_or_sighup_leaves_no_file(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
-    """Review s57, defect 8: ``export -o`` stopped by SIGTERM (timeout, systemd, docker
-    stop) or SIGHUP (a closed terminal) left a hidden ``.FILE.XXXX.part`` copy of the
-    whole tenant, never cleaned up. It now unwinds as Ctrl-C does: no file, exit 143 (as
-    ``chat`` ends on either)."""
-    db = tmp_path / "m.db"
+def _big_store(db: Path) -> None:
+    """20,000 memories of about 45 words: an export of them runs for a while."""
     with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
         m.import_records(
             {
@@ -491,6 +484,59 @@ def test_an_export_to_a_file_stopped_by_sigterm_or_sighup_leaves_no_file(
             }
             for i in range(20_000)
         )
+
+
+def test_an_export_under_nohup_outlives_the_hangup(tmp_path: Path) -> None:
+    """``nohup contextos export -o FILE``: SIGHUP ignored, as nohup sets it. The export's
+    own SIGHUP handler replaced that, so the backup ended with the session that started
+    it (late review s57); it now finishes."""
+    db = tmp_path / "m.db"
+    _big_store(db)
+    out = tmp_path / "b.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contextos", "--db", str(db), "export", "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # noqa: PLW1509
+    )
+    deadline = time.monotonic() + 60
+    while not any(tmp_path.glob(".b.jsonl*")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert len(out.read_text().splitlines()) == 20_002  # the header, every memory, the end
+
+
+def test_a_memory_whose_metadata_add_took_at_its_limit_imports(tmp_path: Path) -> None:
+    """``add`` counts a memory's metadata without the keys the library writes (``role``,
+    ``seq``...); the import counted them and refused a memory ``add`` had stored with
+    metadata of exactly the limit (late review s57)."""
+    from contextos.memory.ingest import MAX_METADATA_BYTES, metadata_bytes
+
+    pad = MAX_METADATA_BYTES - metadata_bytes({"blob": ""})
+    meta = {"blob": "x" * pad}
+    assert metadata_bytes(meta) == MAX_METADATA_BYTES
+    with Memory(tmp_path / "a.db", embedder=HashEmbedder(), background_embedding=False) as a:
+        a.add("a note at the limit", user_id="u", session_id="s", metadata=meta)
+        lines = list(a.export())
+    with Memory(tmp_path / "b.db", embedder=HashEmbedder(), background_embedding=False) as b:
+        report = b.import_records(lines)
+    assert report.added == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_an_export_to_a_file_stopped_by_sigterm_or_sighup_leaves_no_file(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Review s57, defect 8: ``export -o`` stopped by SIGTERM (timeout, systemd, docker
+    stop) or SIGHUP (a closed terminal) left a hidden ``.FILE.XXXX.part`` copy of the
+    whole tenant, never cleaned up. It now unwinds as Ctrl-C does: no file, exit 143 (as
+    ``chat`` ends on either)."""
+    db = tmp_path / "m.db"
+    _big_store(db)
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen(

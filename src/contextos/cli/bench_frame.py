@@ -96,7 +96,8 @@ def hangup_terminates(func: F) -> F:
     process on the spot; the question of the turn in flight was left logged and never
     remembered (a review), and an ``export -o`` left its partial file (review s57).
     Only the main thread can set a handler: elsewhere, and where no SIGHUP exists, this
-    does nothing."""
+    does nothing; nor where SIGHUP is ignored (``nohup contextos export ...``: replaced,
+    the backup ended with the session that started it, a review)."""
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -104,6 +105,8 @@ def hangup_terminates(func: F) -> F:
         terminate = signal.getsignal(signal.SIGTERM)
         main = threading.current_thread() is threading.main_thread()
         if hup is None or not callable(terminate) or not main:
+            return func(*args, **kwargs)
+        if signal.getsignal(hup) is signal.SIG_IGN:  # nohup: the hangup is meant to pass
             return func(*args, **kwargs)
 
         def hang_up(signum: int, frame: Any) -> None:
