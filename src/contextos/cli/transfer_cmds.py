@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -132,13 +132,8 @@ def _export(
     with open_memory(state, embed=False) as memory:
         scope = Scope(memory.tenant, *ids)
         total = memory.store.count(Filter(scope=scope, include_invalid=True))
-        with ExitStack() as stack:
-            out: IO[str] | None = None
-            if output is not None:
-                out, finish = _atomic_file(Path(output))
-                stack.enter_context(finish)
+        with _output(output) as out, _bar() as bar:
             ascii_only = out is None and not _holds_utf8(sys.stdout)
-            bar = stack.enter_context(_bar())
             task = bar.add_task("exporting", total=total)
             written = 0
             chunk: list[str] = []
@@ -239,27 +234,31 @@ def _write(text: str, out: IO[str] | None) -> None:
         out.write(text)
 
 
-def _atomic_file(path: Path) -> tuple[IO[str], Any]:
-    """A file beside ``path`` to write, and the context that renames it to ``path`` when
-    the block ends well (removes it otherwise): an interrupted export leaves no half
-    file where a whole one is expected."""
-    from contextlib import contextmanager
+@contextmanager
+def _output(output: str | None) -> Iterator[IO[str] | None]:
+    """Where an export writes: None for stdout, else a file beside ``output`` renamed to
+    it when the block ends well and removed otherwise, so an interrupted export leaves
+    no half file where a whole one is expected.
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
-    out = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-
-    @contextmanager
-    def finish() -> Iterator[None]:
-        try:
-            yield
+    Why its name is drawn before the file is made, inside the ``try``, and the block is
+    a plain ``with``: made by ``mkstemp`` before the removal was set up, a SIGHUP that
+    came just after the file appeared left it behind (1 run in a few under load)."""
+    if output is None:
+        yield None
+        return
+    path = Path(output)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+    out: IO[str] | None = None
+    try:
+        out = open(tmp, "x", encoding="utf-8", newline="\n")  # noqa: SIM115
+        yield out
+        out.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if out is not None:
             out.close()
-            os.replace(tmp, path)
-        except BaseException:
-            out.close()
-            os.unlink(tmp)
-            raise
-
-    return out, finish()
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _size(source: IO[bytes]) -> int | None:
