@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,12 @@ from contextos.testing.fake_openai import FakeOpenAI
 #: inherits it. A test of another zone sets its own (tests/test_local_calendar.py).
 os.environ["TZ"] = "UTC"
 time.tzset()
+
+#: A hangup ends a process, as in a terminal, in every process the tests start: a suite
+#: run under ``nohup`` ignores SIGHUP, every child inherits that, and a CLI honours it
+#: (``nohup contextos export`` runs on); the tests that send SIGHUP then saw it ignored.
+if hasattr(signal, "SIGHUP"):
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 REPO = Path(__file__).resolve().parent.parent
 LOCOMO = REPO.parent / "shared" / "data" / "locomo" / "locomo-dev.json"

@@ -19,7 +19,7 @@ import pytest
 
 from cli_support import cli_env, run_cli
 from conftest import tiny_locomo
-from contextos.bench.scale import run_scale
+from contextos.bench.scale import ADD, CALIBRATE, run_scale
 from contextos.cli.main import main
 from contextos.embed import DEFAULT_EMBEDDER, make_embedder
 from contextos.server.keys import KeyStore
@@ -365,7 +365,22 @@ def test_scale_bar_names_the_embedder_timing_before_the_adds(tmp_path: Path) -> 
     assert "time the embedder" in err and "add memories" in err
     assert err.index("time the embedder") < err.index("add memories")
     assert "add memories" not in err[: err.rindex("time the embedder")]
-    assert "100/300" in err  # a step every 100 adds, not 1,000
+
+
+def test_scale_is_told_its_phases_and_moves_every_hundred_adds(tmp_path: Path) -> None:
+    """The phases before the adds, then a step every 100 adds, not 1,000 (a review,
+    s57): what the bar is told (a frame of it drawn or not is the terminal's refresh)."""
+    told: list[object] = []
+    run_scale(
+        300,
+        checkpoints=(300,),
+        queries=2,
+        workdir=tmp_path,
+        embedder=HashEmbedder(),
+        progress=told.append,
+        stage=told.append,
+    )
+    assert told == [CALIBRATE, ADD, 100, 100, 100]
 
 
 def test_the_replay_report_names_its_embedder(tmp_path: Path) -> None:
