@@ -8,7 +8,7 @@ files are not an agent's, nor a session's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import ScopeError
@@ -36,6 +36,18 @@ def owned(records: Sequence[MemoryRecord], scope: Scope) -> list[MemoryRecord]:
     return [r for r in records if r.scope.within_tenant() == scope.within_tenant()]
 
 
+def owner_filter(scope: Scope, metadata: Mapping[str, str]) -> Filter:
+    """A filter on ``metadata`` for reading what ``scope`` owns: for an agent alone (no
+    user), the records of no user only (``Filter.no_user``).
+
+    Why: a read by agent also matches every record of that agent's users (their
+    ``user+agent`` blocks, files and passages); read and then dropped here, an agent's
+    own block cost a read of all of them (40 ms at 3,000 users against 2 ms for a
+    user's, a review). :func:`owned` still keeps exactly ``scope`` (not its sessions',
+    nor, for a user, their agents')."""
+    return Filter(metadata=dict(metadata), no_user=scope.user_id is None)
+
+
 #: Records read per page of :func:`owned_records`.
 PAGE = 1000
 
@@ -58,7 +70,7 @@ def owned_records(memory: Memory, scope: Scope, source: str) -> Iterator[MemoryR
     a key holds only the records after the last one read, whatever was written or
     deleted since.
     """
-    flt = Filter(metadata={"source": source})
+    flt = owner_filter(scope, {"source": source})
     after: str | None = None
     while True:
         page = memory.get_all(**scope.ids(), filters=flt, limit=PAGE, after=after)
@@ -78,4 +90,4 @@ def oldest_first(records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
     return sorted(records, key=key)
 
 
-__all__ = ["PAGE", "oldest_first", "owned", "owned_records", "owner_scope"]
+__all__ = ["PAGE", "oldest_first", "owned", "owned_records", "owner_filter", "owner_scope"]

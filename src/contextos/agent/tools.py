@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextosError, EmbedderUnavailable, NotFound, StoreError
-from ..types import Filter, MemoryRecord, Scope, content_hash
+from ..types import MemoryRecord, Scope, content_hash
 from .core_memory import CoreBlock, CoreMemory, CoreMemoryError, CorePrefix, need_text
 from .lock import owner_lock
-from .owner import owned, owned_records
+from .owner import owned, owned_records, owner_filter
 
 if TYPE_CHECKING:
     from contextos.engine.session import Session
@@ -437,7 +437,7 @@ class AgentTools:
         hits = self.memory.search(
             query,
             **scope.ids(),
-            filters=Filter(metadata={"source": ARCHIVAL, OWNER_KEY: owner_tag(scope)}),
+            filters=owner_filter(scope, {"source": ARCHIVAL, OWNER_KEY: owner_tag(scope)}),
             limit=self.search_limit,
         )
         mine = owned([h.record for h in hits], scope)

@@ -59,6 +59,8 @@ def where_clause(
         if value is not None:
             clauses.append(f"{a}.{col} = {mark}")
             params.append(value)
+    if flt.no_user:
+        clauses.append(f"{a}.user_id IS NULL")
     if flt.exclude_session is not None:
         clauses.append(f"({a}.session_id IS NULL OR {a}.session_id <> {mark})")
         params.append(flt.exclude_session)

@@ -1514,7 +1514,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 tenant, user_id = flt.scope.tenant, flt.scope.user_id
                 wanted = (
                     [user_id]
-                    if user_id is not None
+                    if flt.one_user()
                     else [
                         u
                         for (u,) in db.execute(
@@ -1525,7 +1525,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 for user in wanted:
                     if not index.loaded(tenant, user):
                         users[user] = self._lex_rows("tenant = ? AND user_id IS ?", (tenant, user))
-            whole = flt is not None and flt.scope.user_id is None and not index.holds(flt)
+            whole = flt is not None and not flt.one_user() and not index.holds(flt)
             return _LexicalRead(
                 last,
                 changed,

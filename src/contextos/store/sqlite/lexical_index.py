@@ -717,7 +717,7 @@ class LexicalIndex:
         tenant, user_id = flt.scope.tenant, flt.scope.user_id
         if tenant in self._tenants:
             return True
-        return user_id is not None and (tenant, user_id) in self._blocks
+        return flt.one_user() and (tenant, user_id) in self._blocks
 
     def hold_tenant(self, tenant: str) -> None:
         """Take every later record of the tenant, of a user not held before too (the
@@ -829,11 +829,12 @@ class LexicalIndex:
         if len(blocks) <= self.max_blocks:
             return 0
         tenant, user_id = (None, None) if flt is None else (flt.scope.tenant, flt.scope.user_id)
+        every_user = flt is None or not flt.one_user()
         kept: list[tuple[tuple[str, str | None], _Block]] = []
         dropped = 0
         while blocks and len(blocks) + len(kept) > self.max_blocks:
             key, block = blocks.popitem(last=False)
-            if key[0] == tenant and (user_id is None or key[1] == user_id):
+            if key[0] == tenant and (every_user or key[1] == user_id):
                 kept.append((key, block))  # searched now: back at the recent end below
                 continue
             for memory_id in block.where:
@@ -909,7 +910,7 @@ class LexicalIndex:
         """The blocks a search with ``flt`` reads, each marked as searched now (moved
         to the recent end of the order :meth:`trim` drops by)."""
         tenant, user_id = flt.scope.tenant, flt.scope.user_id
-        if user_id is not None:
+        if flt.one_user():  # with ``no_user``: the block of no user
             block = self._blocks.get((tenant, user_id))
             if block is None:
                 return []

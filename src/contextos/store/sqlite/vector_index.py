@@ -393,8 +393,10 @@ class VectorIndex:
         return np.concatenate(parts) if parts else np.zeros((0, self.dimensions), np.float32)
 
     def _blocks_for(self, flt: Filter) -> list[_Block]:
+        """The blocks ``flt`` reads: its user's (with ``no_user``, the block of no
+        user), else every user's of its tenant."""
         users = self._blocks.get(flt.scope.tenant, {})
-        if flt.scope.user_id is not None:
+        if flt.one_user():
             block = users.get(flt.scope.user_id)
             return [] if block is None else [block]
         return list(users.values())
