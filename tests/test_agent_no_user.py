@@ -10,6 +10,7 @@ indexes, and in ``Filter.matches``. Checked on both stores with their real parts
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +21,11 @@ import pytest
 from contextos import Memory
 from contextos.agent.core_memory import CoreMemory
 from contextos.agent.files import MemoryFiles
+from contextos.memory.reconcile import INFERRED, find_similar
 from contextos.store.base import Store
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
-from contextos.types import Filter, MemoryRecord, Scope
+from contextos.types import Filter, MemoryRecord, Scope, content_hash
 
 USERS = 12
 
@@ -216,3 +218,27 @@ def test_a_keyword_search_of_no_user_reads_only_the_block_of_no_user(tmp_path: P
         assert index is not None and index.blocks_held() == 1
     finally:
         store.close()
+
+
+def _fact(text: str, user_id: str | None) -> MemoryRecord:
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    return MemoryRecord(
+        id=str(uuid.uuid4()),
+        text=text,
+        scope=Scope(tenant="t1", user_id=user_id, agent_id="bot"),
+        memory_type="semantic",
+        metadata={INFERRED: True},
+        created_at=at,
+        updated_at=at,
+        hash=content_hash(text),
+    )
+
+
+def test_an_agents_own_fact_is_found_behind_a_thousand_of_its_users(store: Store) -> None:
+    """What an agent-only add is reconciled with: its own fact, however many of its
+    users' facts rank above it (searched wide and kept after, the search stopped at
+    1,000 of them and the candidate was added beside the agent's own fact)."""
+    own = _fact("The bot's office moved to Paris near the river last spring.", None)
+    store.put([_fact("Paris Paris Paris.", f"user{u}") for u in range(1001)] + [own])
+    scope = Scope(tenant="t1", agent_id="bot")
+    assert [r.id for r in find_similar(store, scope, "Paris", k=1)] == [own.id]

@@ -715,13 +715,6 @@ def _within(owner: Scope, scope: Scope) -> bool:
     )
 
 
-#: How deep :func:`find_similar` searches, at most, for the facts of a scope without a
-#: user (an agent's own): the store's filter cannot say "no user", so the agent's users'
-#: facts are searched too and skipped; beyond this many, an agent's own fact ranked
-#: below them is not found (and the candidate is added beside it).
-_MAX_FETCH = 1_000
-
-
 def find_similar(
     store: Store,
     scope: Scope,
@@ -736,8 +729,11 @@ def find_similar(
     Facts only (:data:`INFERRED`: records a reconciliation decision wrote), never a
     conversation turn or a text added verbatim. In the scope's owner exactly: with a
     user, that user's (under the scope's agent, when it names one); without one, only
-    records of no user (an agent's own facts, never those of the agent's users)."""
-    flt = Filter(scope=scope, metadata={INFERRED: True})
+    records of no user (an agent's own facts, never those of the agent's users), which
+    the filter asks for (``no_user``): searched wide and kept after, an agent's own fact
+    ranked below a thousand of its users' was not found, and the candidate was added
+    beside it."""
+    flt = Filter(scope=scope, metadata={INFERRED: True}, no_user=scope.user_id is None)
     searches: list[Callable[[int], list[Ranked]]] = [
         lambda n: store.keyword_search(flt, text, limit=n)
     ]
@@ -746,24 +742,8 @@ def find_similar(
         searches.append(lambda n: store.vector_search(flt, vector, limit=n))
     ranked: list[str] = []
     for search in searches:
-        ranked += [i for i in _owned(store, scope, search, k) if i not in ranked]
+        ranked += [h.id for h in search(k) if h.id not in ranked]
     return store.get_many(scope.tenant, ranked[: 2 * k])
-
-
-def _owned(store: Store, scope: Scope, search: Callable[[int], list[Ranked]], k: int) -> list[str]:
-    """The ids of ``search``'s best ``k`` hits of ``scope``'s owner (see
-    :func:`find_similar`): without a user, records of a user are skipped, searching
-    deeper (to :data:`_MAX_FETCH`) while they keep fewer than ``k``."""
-    fetch = k
-    while True:
-        hits = [h.id for h in search(fetch)]
-        if scope.user_id is not None:
-            return hits  # the filter named the user
-        found = {r.id: r for r in store.get_many(scope.tenant, hits)}
-        kept = [i for i in hits if i in found and found[i].scope.user_id is None]
-        if len(kept) >= k or len(hits) < fetch or fetch >= _MAX_FETCH:
-            return kept[:k]
-        fetch = min(fetch * 4, _MAX_FETCH)
 
 
 @dataclass(frozen=True)
