@@ -535,6 +535,7 @@ __all__ = [
     "anthropic_schemas",
     "openai_schemas",
     "scoped_tools",
+    "search_answer",
 ]
 
 
