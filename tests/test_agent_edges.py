@@ -49,13 +49,14 @@ def _file_record(memory: Memory, path: str, body: str) -> str:
 
 def test_duplicate_files_read_one_way_and_delete_removes_every_copy(memory: Memory) -> None:
     """Why: delete removed one of two records of a path, said "Successfully deleted", and
-    the other kept the text readable (and which copy a read showed was arbitrary)."""
-    first = _file_record(memory, "/memories/pw.md", "hunter2")
-    _file_record(memory, "/memories/pw.md", "hunter3")
+    the other kept the text readable (and which copy a read showed was arbitrary). The
+    last written is the file (see the restore test below)."""
+    _file_record(memory, "/memories/pw.md", "hunter2")
+    last = _file_record(memory, "/memories/pw.md", "hunter3")
     files = MemoryFiles(memory, user_id="ana")
     assert [f.path for f in files.files()] == ["/memories/pw.md"]
-    assert files.memory_id("/memories/pw.md") == first
-    assert files.read("/memories/pw.md") == "hunter2\n"
+    assert files.memory_id("/memories/pw.md") == last
+    assert files.read("/memories/pw.md") == "hunter3\n"
     assert files.delete("/memories/pw.md") == "Successfully deleted /memories/pw.md"
     with pytest.raises(MemoryFileError, match="does not exist"):
         files.read("/memories/pw.md")
@@ -320,3 +321,40 @@ def test_the_owners_lock_is_no_session_of_theirs(memory: Memory) -> None:
     MemoryFiles(memory, user_id="ana").create("/memories/a.md", "x")
     for scope in (Scope(memory.tenant, "ana"), Scope(memory.tenant)):
         assert memory.store.sessions(scope) == []
+
+
+def test_a_backup_restored_beside_the_live_file_and_block_leaves_them_current(
+    tmp_path: Path,
+) -> None:
+    """A backup restored into the live store brings back, under their old ids and times,
+    a file and a block the agent has since deleted and written again: read oldest first,
+    the restored ones were read, and the agent's next edit of the file removed the live
+    one (review s57). The last written is current: after the restore the agent reads
+    what it wrote, and its next edit removes the restored copy. A file renamed onto a
+    path keeps its record (and creation time) from before the backup, and is current
+    too."""
+    with Memory(tmp_path / "live.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        files, core = MemoryFiles(m, user_id="ana"), CoreMemory(m, user_id="ana")
+        files.create("/memories/draft.md", "trip: Porto in May")  # renamed onto trip.md later
+        files.create("/memories/trip.md", "trip: Lisbon in March")
+        files.create("/memories/notes.md", "old plan: fly on Monday")
+        core.append("human", "Ana is vegetarian")
+        backup = list(m.export())
+        files.delete("/memories/notes.md")
+        files.create("/memories/notes.md", "NEW plan: train on Tuesday")
+        files.delete("/memories/trip.md")
+        files.rename("/memories/draft.md", "/memories/trip.md")
+        m.delete(str(core.get("human").memory_id))
+        core.append("human", "Ana is vegan now")
+
+        report = m.import_records(backup)
+        assert report.added == 3 and report.conflicts == 1  # draft.md: renamed since
+
+        again = MemoryFiles(m, user_id="ana")
+        assert again.read("/memories/notes.md") == "NEW plan: train on Tuesday"
+        assert again.read("/memories/trip.md") == "trip: Porto in May"
+        assert CoreMemory(m, user_id="ana").get("human").value == "Ana is vegan now"
+        again.str_replace("/memories/notes.md", "Tuesday", "Tuesday (booked)")
+        assert again.read("/memories/notes.md") == "NEW plan: train on Tuesday (booked)"
+        texts = [r.text for r in m.get_all(user_id="ana", limit=100)]
+        assert not any("old plan" in t for t in texts)  # the restored copy, removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contextos.agent.tools import search_answer
 from server_support import app_client, assert_error, auth, issue_key
 
 
@@ -55,7 +56,7 @@ def test_agent_routes_edit_core_memory_and_answer_from_it(tmp_path: Path) -> Non
         conv = call(
             key_a, "conversation_search", user_id="ana", session_id="c1", arguments={"query": "cat"}
         )
-        assert conv["text"] == "[turn 0] user: I adopted a cat named Miso."
+        assert conv["text"] == search_answer(["[turn 0] user: I adopted a cat named Miso."])
         assert_error(
             client.post("/v1/agent/tools/rm_rf", json={"user_id": "ana"}, headers=auth(key_a)), 404
         )

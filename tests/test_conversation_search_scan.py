@@ -18,7 +18,7 @@ import pytest
 
 from contextos import Memory
 from contextos.agent.core_memory import CoreMemory
-from contextos.agent.tools import SCAN_PAGE, AgentTools
+from contextos.agent.tools import SCAN_PAGE, AgentTools, search_answer
 from contextos.engine.session import Session
 from contextos.store.base import Store
 from contextos.store.sqlite import SQLiteStore
@@ -38,11 +38,11 @@ def _expected(turns: list[Turn], query: str, limit: int) -> str:
         if found and t.message.role in ("user", "assistant"):
             scored.append((-len(found), -t.seq, t))
     best = sorted(scored)[:limit]
-    if not best:
-        return "No earlier messages matched."
-    return "\n".join(
-        f"[turn {t.seq}] {t.message.role}: {t.message.content}"
-        for _, _, t in sorted(best, key=lambda x: x[2].seq)
+    return search_answer(
+        [
+            f"[turn {t.seq}] {t.message.role}: {t.message.content}"
+            for _, _, t in sorted(best, key=lambda x: x[2].seq)
+        ]
     )
 
 

@@ -18,7 +18,14 @@ import anthropic
 
 from agent_scripts import anthropic_text, anthropic_tool_use, tool_results
 from contextos import wrap
-from contextos.agent.tools import CONTINUED, ENTRY_CHARS, scoped_tools
+from contextos.agent.tools import (
+    ANSWER_OPENS,
+    CONTINUED,
+    ENTRY_CHARS,
+    entry,
+    scoped_tools,
+    search_answer,
+)
 from contextos.engine.session import Session
 from contextos.memory import Memory
 from contextos.testing.embedders import HashEmbedder
@@ -135,8 +142,10 @@ def test_composed_and_decomposed_words_find_each_other(tmp_path: Path) -> None:
         def search(query: str) -> str:
             return tools.execute("conversation_search", {"query": query}).text
 
-        assert search("Zürich") == "[turn 0] user: " + nfd("Meeting moved to Zürich office.")
-        assert search(nfd("Bärbel")) == "[turn 1] assistant: Noted: Bärbel joins."
+        assert search("Zürich") == search_answer(
+            ["[turn 0] user: " + nfd("Meeting moved to Zürich office.")]
+        )
+        assert search(nfd("Bärbel")) == search_answer(["[turn 1] assistant: Noted: Bärbel joins."])
         assert nfd("Café Süd, room QX-4471.") in search("Café")
 
 
@@ -158,7 +167,9 @@ def test_earlier_search_answers_in_the_log_are_not_searched(tmp_path: Path) -> N
                 Message("tool", answer, tool_call_id=f"c{i}"),
             )
         assert "tool:" not in answers[-1]
-        assert answers[-1] == answers[0] == "[turn 0] user: My locker code is 4412."
+        assert (
+            answers[-1] == answers[0] == search_answer(["[turn 0] user: My locker code is 4412."])
+        )
 
 
 def test_parallel_results_beside_a_search_answer_are_searched_not_its_answer(
@@ -205,7 +216,80 @@ def test_parallel_results_beside_a_search_answer_are_searched_not_its_answer(
     travel = answers[1:-1]
     # each answer quotes the user's turns, never an earlier answer (no nested entry)
     assert all("\n" + CONTINUED + "[turn" not in a for a in travel), travel[-1]
-    assert travel[-1].count("[turn") == 5 and len(travel[-1]) < 250
+    assert travel[-1].count("[turn") == 5 and len(travel[-1]) < 320
     # the core edit logged beside the first search answer is found
     assert "tool: Core memory block 'human' is now:\n    Gate code is 4417" in answers[-1]
     memory.close()
+
+
+def test_an_apps_indented_result_after_a_search_answer_is_searched_and_the_answer_not(
+    tmp_path: Path,
+) -> None:
+    """An app that runs ``conversation_search`` itself (as MCP serves it) beside its own
+    tool, and sends both results in one user turn through a wrapped client: the log
+    joins them into one tool turn. The answer was told from the text by its layout (its
+    further lines indented), so the app's result that came after it, indented YAML, was
+    read as part of the answer and never found (review s57). The answer now opens and
+    closes on lines of its own, and only what lies between them is left out."""
+    config = "    host: db.internal\n    password: HUSKY-7731"  # a YAML fragment
+    memory = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
+    tools = scoped_tools(memory, user_id="ana", session_id="s")
+    with FakeAnthropic() as fake:
+        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
+        client = wrap(sdk, memory=memory, session="s", user_id="ana")
+        fake.enqueue(
+            anthropic_text("Noted."),
+            anthropic_tool_use(
+                ("conversation_search", {"query": "locker code"}),
+                ("read_config", {"n": "1"}),
+            ),
+            anthropic_text("Done."),
+        )
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "My locker code is 4412."}]
+        for step in range(3):
+            reply = client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=64, tools=TOOLS, messages=messages
+            )
+            messages.append(
+                {"role": "assistant", "content": [b.model_dump() for b in reply.content]}
+            )
+            if step == 0:
+                messages.append({"role": "user", "content": "Check the config too."})
+            elif step == 1:
+                search, read = (b for b in reply.content if b.type == "tool_use")
+                answer = tools.execute("conversation_search", dict(search.input)).text
+                results = [
+                    {"type": "tool_result", "tool_use_id": search.id, "content": answer},
+                    {"type": "tool_result", "tool_use_id": read.id, "content": config},
+                ]
+                messages.append({"role": "user", "content": results})
+        client.flush()
+    logged = [t.message for t in Session(memory, "s", user_id="ana").turns()]
+    assert any(m.role == "tool" and m.content.startswith(answer) for m in logged)
+    found = tools.execute("conversation_search", {"query": "HUSKY-7731 password"}).text
+    assert "tool: " + entry("", config) in found  # the app's result, whole
+    again = tools.execute("conversation_search", {"query": "locker code"}).text
+    assert again == answer  # the turn itself, not the earlier answer quoting it
+    memory.close()
+
+
+def test_an_apps_line_like_the_answers_first_hides_nothing(tmp_path: Path) -> None:
+    """Only the lines from an answer's first line to its last are left out: an app's
+    result holding a line equal to the first, with no last line after it, is searched
+    whole, also when a real answer follows it in the same joined turn."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory:
+        session = Session(memory, "s", user_id="ana")
+        session.add(Message("user", "My locker code is 4412."), Message("assistant", "Noted."))
+        tools = scoped_tools(memory, user_id="ana", session_id="s")
+        answer = tools.execute("conversation_search", {"query": "locker code"}).text
+        own = f"{ANSWER_OPENS}\nthe quoted report says ORCA-19"
+        calls = (ToolCall("a", "read_report", "{}"), ToolCall("b", "conversation_search", "{}"))
+        session.add(
+            Message("assistant", "", tool_calls=calls),
+            Message("tool", f"{own}\n{answer}", tool_call_id="a"),
+        )
+        assert (
+            "the quoted report says ORCA-19"
+            in tools.execute("conversation_search", {"query": "ORCA-19"}).text
+        )
+        assert tools.execute("conversation_search", {"query": "locker code"}).text == answer

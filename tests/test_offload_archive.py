@@ -25,6 +25,9 @@ import pytest
 from contextos.engine.session import Session
 from contextos.errors import StoreError
 from contextos.memory import Memory
+from contextos.providers import anthropic as anthropic_adapter
+from contextos.providers import openai as openai_adapter
+from contextos.providers.base import PLACEHOLDER_WORDS
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Hit, MemoryRecord, Message
 
@@ -209,6 +212,34 @@ def test_turns_sharing_a_dia_id_are_each_archived(tmp_path: Path) -> None:
         assert {r.provenance for r in records} == {("msg",)}
         hits = memory.search("Widget50", user_id="ana", limit=10)
         assert 100 in rotated and any("Widget50" in h.record.text for h in hits)
+
+
+def test_only_a_turn_of_nothing_but_placeholders_is_taken_for_one(tmp_path: Path) -> None:
+    """The adapters mark a turn of only images ``placeholder: True`` (its content
+    ``[image]``) and offload stores no memory of it. An app's own ``placeholder: True``
+    on a turn of real text, given to ``Session.add``, made offload drop that turn from
+    every window and search (review s57): the mark counts only with such content."""
+    with _memory(tmp_path / "m.db") as memory:
+        app = Session(memory.store, "c", tenant=memory.tenant, user_id="ana")
+        marked = {"placeholder": True}
+        said = [
+            Message("user", "My passport number is X9931KQ.", metadata=marked),
+            Message("user", "[image] [document]", metadata=marked),
+            Message("user", "[image]"),  # typed by the user: no mark, kept as said
+            *[Message("user", f"question {i}: {LOREM}") for i in range(10)],
+        ]
+        for m in said:
+            app.add(m, Message("assistant", f"Noted: {LOREM}"))
+        done = app.compact(300, "offload", memory=memory, force=True)
+        assert done.plan is not None and {0, 2, 4} <= set(done.plan.rotate)
+        texts = [r.text for r in _archived(memory, "c")]
+        assert "My passport number is X9931KQ." in texts
+        assert "[image]" in texts and "[image] [document]" not in texts
+
+
+def test_the_adapters_placeholders_are_the_words_the_mark_is_believed_on() -> None:
+    said = {*anthropic_adapter._PLACEHOLDERS.values(), *openai_adapter._PLACEHOLDERS.values()}
+    assert said == PLACEHOLDER_WORDS
 
 
 @pytest.mark.parametrize("settled", [False, True])

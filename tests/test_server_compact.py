@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import httpx
+import pytest
 
 from cli_support import run_cli
 from contextos.engine.compaction import STRATEGIES
@@ -136,12 +137,16 @@ def test_offload_archives_into_the_callers_tenant_only(tmp_path: Path) -> None:
         assert FACT in "".join(b["text"] for b in window["blocks"] if b["segment"] == "memories")
 
 
-def test_offload_archives_a_turn_whose_own_metadata_says_placeholder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("value", ["Type a message...", True])
+def test_offload_archives_a_turn_whose_own_metadata_says_placeholder(
+    tmp_path: Path, value: object
+) -> None:
     """The adapters mark a turn of only images ``placeholder: True`` and offload stores no
-    memory of it; an app's own key of that name (a chat UI's input hint) made offload
-    drop a turn of real text from every window and search (review s57)."""
+    memory of it; an app's own key of that name (a chat UI's input hint, or ``true``)
+    made offload drop a turn of real text from every window and search (reviews s57,
+    s58): the mark counts only on a turn of nothing but ``[image]`` and the like."""
     said = _chat(200)
-    said[0] = {**said[0], "metadata": {"placeholder": "Type a message..."}}
+    said[0] = {**said[0], "metadata": {"placeholder": value}}
     with live_server(tmp_path / "s.db") as server:
         acme = server.issue_key("acme")
         server.turns(acme, "s-ph", said, user_id="ana")

@@ -17,7 +17,7 @@ import re
 import threading
 import unicodedata
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -215,37 +215,52 @@ def entry(head: str, text: str) -> str:
     return head + ("\n" + CONTINUED).join(lines)
 
 
-#: How a line that begins an entry of a ``conversation_search`` answer starts.
-_ANSWER_ENTRY = re.compile(r"\[turn \d+\] (?:user|assistant|tool): ")
-#: A ``conversation_search`` answer that found nothing (:meth:`AgentTools._conversation`).
+#: The first and the last line of every ``conversation_search`` answer
+#: (:meth:`AgentTools._conversation`): where a logged answer begins and ends.
+ANSWER_OPENS = "[conversation_search results]"
+ANSWER_CLOSES = "[end of conversation_search results]"
+#: The body of a ``conversation_search`` answer that found nothing.
 _NO_MATCH = "No earlier messages matched."
 
 
+def search_answer(entries: Sequence[str]) -> str:
+    """A ``conversation_search`` answer: its entries (:func:`entry`), or that none
+    matched, between :data:`ANSWER_OPENS` and :data:`ANSWER_CLOSES`."""
+    return "\n".join((ANSWER_OPENS, *(entries or [_NO_MATCH]), ANSWER_CLOSES))
+
+
 def _without_own_answers(content: str) -> str:
-    """A tool turn's text without the earlier ``conversation_search`` answers in it: the
-    lines of an entry (``[turn N] role: `` and the lines after it that start with
-    :data:`CONTINUED`), and a "nothing matched" line.
+    """A tool turn's text without the earlier ``conversation_search`` answers in it:
+    each run of lines from an :data:`ANSWER_OPENS` line to the next
+    :data:`ANSWER_CLOSES` line, both included.
 
     Why: an answer only quotes turns the search finds themselves; searched, the answers
     quoted each other, several levels deep (218 grew to 3,614 characters of echoes, a
-    review). Why line by line, not whether the turn starts with an answer: Anthropic's
-    parallel tool results are logged as one turn, their texts joined by line breaks, so
-    an answer after another result was quoted again, nesting deeper every turn (12
-    turns: 38 to 4,453 characters), and the results after an answer that came first
-    were never found (a review, s57). A tool's own line shaped like an entry is skipped
-    too, as its whole result was before."""
-    if "[turn " not in content and _NO_MATCH not in content:
+    review). Why by these lines: Anthropic's parallel tool results are logged as one
+    turn, their texts joined by line breaks, so an answer may stand anywhere in it (a
+    review, s57); told by its layout (an entry's head, then lines indented), an app's
+    result right after it that began indented (a YAML fragment) was taken for the
+    answer's and never found (a review, s58). No line inside an answer is either of
+    the two (every quoted line follows an entry's head or is indented, :func:`entry`),
+    so the one rule is exact for an answer, and an app's line equal to the opening one
+    leaves out nothing unless an answer's closing line follows it with no opening line
+    between. Answers logged before they had these lines are searched as any tool
+    text."""
+    if ANSWER_OPENS not in content:
         return content
     kept: list[str] = []
-    in_answer = False
+    held: list[str] | None = None  # the lines since an opening line, if any
     for line in content.split("\n"):
-        if _ANSWER_ENTRY.match(line):
-            in_answer = True
-        elif line == _NO_MATCH:
-            in_answer = False
-        elif not (in_answer and line.startswith(CONTINUED)):
-            in_answer = False
+        if line == ANSWER_OPENS:
+            kept += held or ()
+            held = [line]
+        elif held is None:
             kept.append(line)
+        elif line == ANSWER_CLOSES:
+            held = None
+        else:
+            held.append(line)
+    kept += held or ()
     return "\n".join(kept)
 
 
@@ -488,12 +503,11 @@ class AgentTools:
         )
         # The most query words first, the newest among equals; only those kept.
         best = heapq.nlargest(self.search_limit, scored, key=lambda x: (x[0], x[1]))
-        if not best:
-            return "No earlier messages matched."
-        return "\n".join(
+        body = [
             entry(f"[turn {seq}] {role}: ", excerpt(content, wanted))
             for _, seq, role, content in sorted(best, key=lambda x: x[1])
-        )
+        ]
+        return search_answer(body)
 
     def _logged_texts(self) -> Iterator[tuple[int, str, str]]:
         """(seq, role, content) of the session's logged turns, oldest first, read a page
@@ -521,6 +535,7 @@ __all__ = [
     "anthropic_schemas",
     "openai_schemas",
     "scoped_tools",
+    "search_answer",
 ]
 
 

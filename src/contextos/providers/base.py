@@ -29,15 +29,29 @@ WIRE_KEY = "wire"
 #: content is placeholders (``[image]``) so the log holds no empty turn, but it is no
 #: text to search memory with or to remember.
 PLACEHOLDER_KEY = "placeholder"
+#: The words an adapter writes for parts with no text (each adapter's ``_PLACEHOLDERS``
+#: draws from these): a placeholder turn's whole content.
+PLACEHOLDER_WORDS = frozenset({"[image]", "[document]", "[audio]", "[file]"})
 
 
 def is_placeholder(message: Message) -> bool:
-    """Whether ``message`` is the adapters' stand-in for parts with no text
-    (:data:`PLACEHOLDER_KEY` set to True). Only that mark counts: an app's own metadata
-    key of the same name (a chat UI's ``"placeholder": "Type a message..."``, logged
-    over HTTP) made offload skip a turn of real text, which then left every window and
-    every search (a review)."""
-    return message.metadata.get(PLACEHOLDER_KEY) is True
+    """Whether ``message`` is the adapters' stand-in for parts with no text: marked
+    (:data:`PLACEHOLDER_KEY` set to True) and its content nothing but placeholder words
+    (:data:`PLACEHOLDER_WORDS`).
+
+    Why both: turn metadata is the app's own over HTTP and ``Session.add``, so the mark
+    alone can be sent from outside. An app's key of the same name (a chat UI's
+    ``"placeholder": "Type a message..."``, or ``true``) made offload skip a turn of real
+    text, which then left every window and every search, and made a wrapped loop's
+    question search memory for nothing (reviews s57). Whoever sets the mark, it now
+    counts only on a turn that says nothing but ``[image]`` and the like, which is what
+    the mark means: no app's text is lost to it, and the app keeps its own key."""
+    words = message.content.split()
+    return (
+        message.metadata.get(PLACEHOLDER_KEY) is True
+        and bool(words)
+        and set(words) <= PLACEHOLDER_WORDS
+    )
 
 
 def own_content(question: Message | None, provider: str) -> list[dict[str, Any]] | None:
