@@ -126,6 +126,18 @@ _LIVE_BY_HASH = (
 )
 
 
+def _listing_index(flt: Filter) -> str:
+    """The index a listing of ``flt`` walks, named where the planner would pick another.
+
+    Why: a session is the narrowest scope, and its index (``memories_session``) holds
+    the listing's order too; but with a user named as well the planner took the user's
+    (``memories_user_time``), whose order also fits, and walked every record of the
+    user to find the session's (a big user's old session: all of them). Other scopes
+    are left to the planner: with a user it walks that user's index, with a type the
+    type's (``memories_type_user``/``_agent``)."""
+    return "INDEXED BY memories_session " if flt.scope.session_id is not None else ""
+
+
 def _by_hash_params(scope: Scope, content_hash: str, now: float) -> tuple[object, ...]:
     return (scope.tenant, content_hash, scope.user_id, scope.agent_id, scope.session_id, now)
 
@@ -711,15 +723,16 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         order = f"ORDER BY m.created_at {way}, m.rowid {way}"
         columns = RECORD_COLUMNS.replace("rowid", "m.rowid")
         created = 1 + shared.RECORD_FIELDS.index("created_at")  # after the rowid
+        listed = f"memories m {_listing_index(flt)}WHERE {where} {order}"
         if max_bytes is None:
             rows = read(
-                f"SELECT {columns} FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
+                f"SELECT {columns} FROM {listed} LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             )
         else:
             sized = read(
                 "SELECT m.rowid, length(CAST(m.text AS BLOB)) + length(CAST(m.metadata AS BLOB)) "
-                f"FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
+                f"FROM {listed} LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             )
             rows = read(
