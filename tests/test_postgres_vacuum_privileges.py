@@ -164,3 +164,26 @@ def statistic_files_holding(admin_db_url: str, needle: bytes) -> list[str] | Non
             "WHERE oid = 'pg_catalog.pg_statistic'::regclass))"
         ).fetchall()
     return [name for name, path in rows if needle in (base / path).read_bytes()]
+
+
+def test_vacuum_that_ends_naming_a_holder_keeps_its_notes() -> None:
+    """A vacuum that ends with the error naming an older transaction also says what its
+    role could not do. Why: the notes ("may not run CHECKPOINT") were dropped with that
+    error, so the operator ended the transaction, ran vacuum again, and only then
+    learnt about the role's privileges (a review, session 57)."""
+    with app_database() as (url, _):
+        step = _cli(url, "add", "a note of ana", "-u", "ana")
+        assert step.returncode == 0, step.stdout + step.stderr
+        # The app's own role: one that is no superuser sees its own sessions' horizons.
+        with connect(url) as other:
+            other.execute("BEGIN")
+            other.execute("SELECT txid_current()").fetchone()  # older than the erasure
+            (pid,) = other.execute("SELECT pg_backend_pid()").fetchone()
+            step = _cli(url, "forget", "-u", "ana", "--yes")
+            assert step.returncode == 0, step.stdout + step.stderr
+            run = _cli(url, "vacuum")
+            other.execute("ROLLBACK")
+        error = " ".join(run.stderr.split())
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert f"pid {pid}" in error and "Also: every table was rewritten" in error, error
+        assert "pg_checkpoint" in error

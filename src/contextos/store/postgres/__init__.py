@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import re
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -83,6 +82,7 @@ from contextos.store.postgres.pool import (
 )
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
 from contextos.store.postgres.sessions import META_SQL, PgSessionLog, lock_sessions
+from contextos.store.postgres.vacuum import vacuum as run_vacuum
 from contextos.store.records import RECORD_FIELDS
 from contextos.store.records import nul_reads_as_absent as _absent_if_nul
 from contextos.text.query import query_terms
@@ -847,7 +847,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         recycled, which renames them for reuse with their bytes intact until new WAL
         overwrites them (docs/postgres.md, *Erasure*, says what removes them; archived
         WAL and replicas keep their copies). It takes an exclusive lock on each table
-        while it runs.
+        while it runs. The steps and why each is where it is: :mod:`.vacuum`.
 
         Each table's lock is waited for at most ``LOCK_TIMEOUT_S`` (less when the
         session's ``lock_timeout`` is shorter): while VACUUM FULL waits for its lock
@@ -858,66 +858,28 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         VACUUM FULL also copies the erased rows that a transaction begun before the
         erasure may still read (PostgreSQL keeps them for its snapshot), wherever in
         the database it runs, on any table, and so do a standby's query (with
-        ``hot_standby_feedback``: a walsender's or a replication slot's xmin) and a
-        prepared transaction (``_OLDER_TRANSACTIONS``). Such transactions are waited
-        for, at most ``LOCK_TIMEOUT_S``; the vacuum then runs anyway and ends with a
-        StoreError naming them, since their bytes may be left. Why: an open transaction in an
-        unrelated app on the same database left a forgotten user's text in the new
-        files, and vacuum said nothing.
+        ``hot_standby_feedback``: a walsender's or a replication slot's xmin), a
+        logical slot's ``catalog_xmin`` (for ``pg_statistic``), a prepared transaction
+        and ``vacuum_defer_cleanup_age``. Those are waited for (a standby's feedback
+        longer: ``vacuum._feedback_wait_s``); the vacuum then runs anyway and ends with
+        a StoreError naming what is left, since their bytes may be kept. Why: an open
+        transaction in an unrelated app on the same database left a forgotten user's
+        text in the new files, and vacuum said nothing.
 
         It ends with ``VACUUM FULL pg_catalog.pg_statistic``: the statistics rows the
         ANALYZEs replaced (most common values: user ids, words of the text) stay there
         as dead tuples otherwise; a role that may not gets a note instead.
 
-        A role without superuser or ``pg_checkpoint`` may not run the CHECKPOINT: the
-        tables are rewritten all the same, and the returned note says that old WAL
-        keeps the erased bytes until the next automatic checkpoint. Why: the app's own
-        role (a managed PostgreSQL's) got "vacuum failed", exit 1, after every table
-        was rewritten, so a nightly erasure job could never succeed.
+        A role without superuser or ``pg_checkpoint`` may not run the CHECKPOINT (and
+        some managed servers offer none): the tables are rewritten all the same, and
+        the returned note says that old WAL keeps the erased bytes until the next
+        automatic checkpoint. Why: the app's own role (a managed PostgreSQL's) got
+        "vacuum failed", exit 1, after every table was rewritten, so a nightly erasure
+        job could never succeed. The notes are in the StoreError's text too when one
+        ends the vacuum.
         """
-        done: _Strs = []
-        notes: _Strs = []
         with self._conn("vacuum") as conn:
-            conn.autocommit = True
-            (session_ms,) = conn.execute(
-                "SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'"
-            ).fetchone()
-            limit_ms = min(int(session_ms), _ms(LOCK_TIMEOUT_S)) or _ms(LOCK_TIMEOUT_S)
-            conn.execute(f"SET lock_timeout = {limit_ms}")
-            try:
-                older = _wait_for_older_transactions(conn, LOCK_TIMEOUT_S)
-                for table in _TABLES:
-                    try:
-                        conn.execute(f"VACUUM (FULL, ANALYZE) {table}")
-                    except self._psycopg.errors.LockNotAvailable as exc:
-                        raise StoreError(_vacuum_blocked(table, limit_ms, done)) from exc
-                    done.append(table)
-                # The planner statistics the ANALYZEs replaced stay in pg_statistic's
-                # file as dead tuples quoting erased ids and text: rewrite it too (its
-                # owner, the database's owner or a superuser may; others are skipped
-                # with a WARNING, seen as its file left as it was).
-                (node,) = conn.execute(_STATISTIC_FILE).fetchone()
-                try:
-                    conn.execute("VACUUM FULL pg_catalog.pg_statistic")
-                except self._psycopg.errors.LockNotAvailable as exc:
-                    blocked = _vacuum_blocked("pg_catalog.pg_statistic", limit_ms, done)
-                    raise StoreError(blocked) from exc
-                except self._psycopg.errors.InsufficientPrivilege:
-                    node = None
-                if node is None or conn.execute(_STATISTIC_FILE).fetchone()[0] == node:
-                    notes.append(_STATISTIC_SKIPPED)
-                try:
-                    conn.execute("CHECKPOINT")
-                except self._psycopg.errors.InsufficientPrivilege:
-                    notes.append(_CHECKPOINT_REFUSED)
-                if older:
-                    raise StoreError(_vacuum_seen_by(older))
-            finally:
-                # The pool's connection goes back as it came (RESET: to the value its
-                # session started with); a broken one is dropped by the pool anyway.
-                with contextlib.suppress(self._psycopg.Error):
-                    conn.execute("RESET lock_timeout")
-        return tuple(notes)
+            return run_vacuum(conn, self._psycopg, LOCK_TIMEOUT_S)
 
     @_absent_if_nul(None, "tenant", "ids", "owner")
     def quarantine_vectors(
@@ -1210,18 +1172,6 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         return self._sessions.sessions(scope)
 
 
-#: contextos's tables, rewritten by ``vacuum``.
-_TABLES = (
-    "memories",
-    "vectors",
-    "pending_vectors",
-    "vector_quarantine",
-    "history",
-    "turns",
-    "session_meta",
-)
-
-
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -1239,91 +1189,6 @@ def _limit_message(exc: BaseException) -> str:
             "of a memory's text and context may take at most 1 MB there; split it"
         )
     return f"PostgreSQL cannot store this value: {first}"
-
-
-#: What holds this database's cleanup horizon from before a point (a 32-bit xid, the
-#: snapshot's xmax: compared by age, so wraparound is no matter), as (kind, name) rows:
-#: its client transactions; walsenders with a ``backend_xmin`` (a standby's
-#: ``hot_standby_feedback``: such a horizon holds every database, and a physical
-#: walsender has no ``datname``); replication slots' ``xmin`` (every database's too);
-#: transactions of this database prepared for two-phase commit. PostgreSQL keeps the
-#: rows any of them may still read, and VACUUM FULL copies them into its new files.
-#: Why: vacuum said "vacuumed" while a standby's query (hot_standby_feedback) kept a
-#: forgotten user's text in the primary's new files; it looked at client backends only.
-_OLDER_TRANSACTIONS = (
-    "SELECT 'pid', pid::text FROM pg_stat_activity WHERE datname = current_database() "
-    "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
-    "AND (age(backend_xmin) > age(%(start)s::text::xid) "
-    "OR age(backend_xid) > age(%(start)s::text::xid)) "
-    "UNION ALL SELECT 'walsender pid', pid::text FROM pg_stat_activity "
-    "WHERE backend_type = 'walsender' AND age(backend_xmin) > age(%(start)s::text::xid) "
-    "UNION ALL SELECT 'replication slot', quote_literal(slot_name) FROM pg_replication_slots "
-    "WHERE age(xmin) > age(%(start)s::text::xid) "
-    "UNION ALL SELECT 'prepared transaction', quote_literal(gid) FROM pg_prepared_xacts "
-    "WHERE database = current_database() AND age(transaction) > age(%(start)s::text::xid) "
-    "ORDER BY 1, 2"
-)
-
-
-def _wait_for_older_transactions(conn: Any, timeout_s: float) -> list[tuple[str, str]]:
-    """Wait until nothing holds the database's cleanup horizon from before now (see
-    ``_OLDER_TRANSACTIONS``), at most ``timeout_s``; the holders left then, as (kind,
-    name) pairs (see ``vacuum``)."""
-    (start,) = conn.execute(
-        "SELECT txid_snapshot_xmax(txid_current_snapshot()) % 4294967296"
-    ).fetchone()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        holders = [
-            (str(kind), str(name))
-            for kind, name in conn.execute(_OLDER_TRANSACTIONS, {"start": start}).fetchall()
-        ]
-        if not holders or time.monotonic() >= deadline:
-            return holders
-        time.sleep(0.05)
-
-
-def _vacuum_seen_by(holders: Sequence[tuple[str, str]]) -> str:
-    shown = ", ".join(f"{kind} {name}" for kind, name in holders[:10])
-    shown += ", ..." if len(holders) > 10 else ""
-    return (
-        f"vacuum rewrote every table, but {len(holders)} transaction(s) that began before "
-        f"it are still open ({shown}: see pg_stat_activity, pg_replication_slots and "
-        "pg_prepared_xacts; a walsender or a slot holds a standby's query, with "
-        "hot_standby_feedback), and PostgreSQL keeps the bytes of erased rows such a "
-        "transaction may still read. End them or wait for them (a prepared transaction: "
-        "COMMIT PREPARED or ROLLBACK PREPARED), then run vacuum again"
-    )
-
-
-_STATISTIC_FILE = "SELECT pg_relation_filenode('pg_catalog.pg_statistic')"
-
-#: vacuum's note when its role may not rewrite pg_statistic (see ``vacuum``).
-_STATISTIC_SKIPPED = (
-    "every table was rewritten, but this role may not rewrite pg_catalog.pg_statistic "
-    "(the database's owner or a superuser may), so the planner statistics that vacuum's "
-    "ANALYZE replaced keep quoting erased values in its file until a VACUUM FULL "
-    "pg_catalog.pg_statistic by such a role"
-)
-
-#: vacuum's note when its role may not run CHECKPOINT (see ``vacuum``).
-_CHECKPOINT_REFUSED = (
-    "every table was rewritten, but this role may not run CHECKPOINT (it needs superuser "
-    "or, on PostgreSQL 15 and later, the pg_checkpoint role), so the old write-ahead "
-    "log keeps the erased bytes until the next automatic checkpoint (checkpoint_timeout, "
-    "5 min by default) lets its segments be reused; GRANT pg_checkpoint TO this role and "
-    "vacuum forces that checkpoint itself"
-)
-
-
-def _vacuum_blocked(table: str, limit_ms: int, done: Sequence[str]) -> str:
-    vacuumed = ", ".join(done) if done else "none"
-    return (
-        f"vacuum waited more than {limit_ms / 1000:g} s for a lock on table {table} that "
-        "another session holds (a long query, a pg_dump, a transaction left open: see "
-        f"pg_stat_activity) and stopped; tables vacuumed before it: {vacuumed}. End that "
-        "session or wait for it, then run vacuum again"
-    )
 
 
 class _Update(shared.RecordUpdate):
