@@ -85,4 +85,7 @@ def test_self_editing_tools_over_mcp(tmp_path: Path) -> None:
     assert out2["conv"]["result"] == "[turn 0] user: My sister Lena visits in June."
     # another tenant's key sees none of it
     assert "Porto" not in json.dumps(other)
-    assert other["conv"]["result"] == "No earlier messages matched."
+    # the session is none of its: it is told where a session's turns come from
+    said = other["conv"]["result"]
+    assert said.startswith("No earlier messages matched. Session 'chat-7' has no turns: "), said
+    assert "POST /v1/sessions/{session_id}/turns" in said
