@@ -35,26 +35,42 @@ async def stdio_call(
     *,
     timeout: float = 60,
     env: dict[str, str] | None = None,
+    errlog: Path | None = None,
 ) -> Any:
     """``fn`` run against ``contextos mcp --db DB`` over stdio, acting with ``key``
-    (``env``: more variables for the server)."""
+    (``env``: more variables for the server; ``errlog``: where its stderr goes)."""
     params = StdioServerParameters(
         command=CLI[0],
         args=[*CLI[1:], "mcp", "--db", str(db), "--embedder", "hash"],
         env={"CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC, **(env or {})},
     )
-    with anyio.fail_after(timeout):
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+    with (
+        anyio.fail_after(timeout),
+        errlog.open("w") if errlog is not None else contextlib.nullcontext(sys.stderr) as err,
+    ):
+        async with (
+            stdio_client(params, errlog=err) as (read, write),
+            ClientSession(read, write) as s,
+        ):
             await s.initialize()
             return await fn(s)
 
 
 def payload(result: Any) -> Any:
-    """A tool's structured result (lists come wrapped as {"result": [...]})."""
+    """A tool's structured result: one object, also sent as the one text block, in
+    compact JSON (what a host gives the model)."""
     assert not result.is_error, result.content
     data = result.structured_content
-    assert data is not None
-    return data["result"] if set(data) == {"result"} else data
+    assert isinstance(data, dict), data
+    [block] = result.content
+    assert json.loads(block.text) == data and ",\n" not in block.text, block.text[:300]
+    return data
+
+
+def results(result: Any) -> list[Any]:
+    """The entries of a tool that answers a list (``{"results": [...], ...}``)."""
+    entries: list[Any] = payload(result)["results"]
+    return entries
 
 
 def error_text(result: Any) -> str:

@@ -88,4 +88,9 @@ def test_self_editing_tools_over_mcp(tmp_path: Path) -> None:
     )
     # another tenant's key sees none of it
     assert "Porto" not in json.dumps(other)
-    assert other["conv"]["result"] == search_answer([])
+    # the session is none of its: it is told where a session's turns come from
+    said = other["conv"]["result"]
+    lines = said.splitlines()
+    assert said == search_answer(lines[1:-1]), said  # one answer, between its markers
+    assert lines[1].startswith("No earlier messages matched. Session 'chat-7' has no turns: ")
+    assert "POST /v1/sessions/{session_id}/turns" in said

@@ -39,7 +39,7 @@ from contextos.server.schemas import MAX_PAGE_BYTES, HistoryPageIn
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import HistoryEvent
-from mcp_support import error_text, payload, stdio_call
+from mcp_support import error_text, payload, results, stdio_call
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -125,8 +125,10 @@ def test_history_comes_in_pages_within_the_page_bytes_over_http_and_mcp(tmp_path
     assert past.status_code == 200 and past.json() == {"results": [], "next_after_seq": None}
     assert refused == [422] * 4
     assert unknown == 404
-    # MCP answers the same pages, in the same shape.
-    assert mcp["pages"] == bodies
+    # MCP answers the same events in the same shape, in pages bounded for a model (an
+    # event of two 100,000-character texts is past the bound: one a page, whole).
+    assert [e for p in mcp["pages"] for e in p["results"]] == events
+    assert [len(p["results"]) for p in mcp["pages"]] == [1] * (UPDATES + 1)
     assert {"after_seq", "limit"} <= set(mcp["schema"]["properties"])
     assert mcp["schema"]["properties"]["after_seq"]["minimum"] == -1
     assert "after_seq" in mcp["bad"]
@@ -181,7 +183,8 @@ def test_mcp_list_memories_pages_by_the_http_key_under_concurrent_adds(tmp_path:
     assert {f"memory {i}" for i in range(20)} <= set(walked)
     assert "after" in out["schema"]["properties"]
     assert "next_after" in out["schema"]["properties"]["after"]["description"]
-    assert "InvalidRequest" in out["forged"] and "not a key of this list" in out["forged"]
+    # named as the tool's argument: over MCP there is no query string
+    assert "InvalidRequest: after: not a key of this list" in out["forged"], out["forged"]
 
 
 def test_every_surface_writes_a_memorys_times_in_one_shape(tmp_path: Path) -> None:
@@ -199,7 +202,7 @@ def test_every_surface_writes_a_memorys_times_in_one_shape(tmp_path: Path) -> No
             return {
                 "get": payload(await s.call_tool("get_memory", {"memory_id": mid})),
                 "list": listed["results"][0],
-                "search": payload(
+                "search": results(
                     await s.call_tool("search_memory", {"query": "tea", "user_id": "ana"})
                 )[0],
                 "history": history["results"],

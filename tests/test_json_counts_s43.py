@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from cli_support import keyed_server
-from mcp_support import error_text, payload, stdio_call
+from mcp_support import error_text, results, stdio_call
 
 QUERY = {"query": "green tea", "user_id": "ana"}
 
@@ -47,7 +47,7 @@ def test_mcp_tools_refuse_a_count_that_is_not_a_json_integer(tmp_path: Path) -> 
     got = anyio.run(lambda: stdio_call(db, key, calls))
     assert "valid integer" in error_text(got["search"])
     assert "valid integer" in error_text(got["list"])
-    assert len(payload(got["ok"])) == 1
+    assert len(results(got["ok"])) == 1
 
 
 def test_a_compaction_budget_is_never_a_boolean(tmp_path: Path) -> None:

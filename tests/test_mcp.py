@@ -23,7 +23,7 @@ from contextos.bench.serve import free_port  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from mcp_support import RAW_INITIALIZE, payload, stdio_call  # noqa: E402
+from mcp_support import RAW_INITIALIZE, payload, results, stdio_call  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
 TOOLS = {
@@ -52,13 +52,13 @@ def test_stdio_tools_round_trip(tmp_path: Path) -> None:
 
     async def scenario(s: ClientSession) -> dict[str, Any]:
         names = {t.name for t in (await s.list_tools()).tools}
-        added = payload(
+        added = results(
             await s.call_tool(
                 "add_memory", {"text": "Ana drinks green tea every morning", "user_id": "ana"}
             )
         )
         await s.call_tool("add_memory", {"text": "Ana's bike is red", "user_id": "ana"})
-        found = payload(
+        found = results(
             await s.call_tool("search_memory", {"query": "green tea", "user_id": "ana"})
         )
         window = payload(
@@ -193,8 +193,9 @@ def test_streamable_http_scopes_each_request_by_its_key(tmp_path: Path) -> None:
         if proc.stderr is not None:
             proc.stderr.close()
     assert out["anonymous"] == 401
-    assert out["b_list"]["results"] == [] and out["b_search"] == []
-    assert [r["id"] for r in out["a_list"]["results"]] == [out["added"][0]["id"]]
+    assert out["b_list"]["results"] == []
+    assert out["b_search"] == {"results": [], "cut": False}
+    assert [r["id"] for r in out["a_list"]["results"]] == [out["added"]["results"][0]["id"]]
 
 
 def test_stdio_server_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
@@ -646,7 +647,7 @@ def test_stdio_key_revoked_while_running_is_refused_on_its_next_call(tmp_path: P
     [key] = _keys(db, "acme")
 
     async def scenario(s: ClientSession) -> dict[str, Any]:
-        before = payload(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
+        before = results(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
         with KeyStore(str(db)) as store:  # another connection, as `keys revoke` is
             store.revoke(key.split("_")[1])
         await anyio.sleep(KEY_CACHE_TTL + 0.2)
@@ -728,7 +729,7 @@ def test_stdio_add_memory_refuses_metadata_past_the_librarys_limits(tmp_path: Pa
     said = out["copies"].content[0].text
     assert out["copies"].is_error and "40 memories" in said, said
     assert f"{MAX_METADATA_COPIES_BYTES:,}" in said
-    assert len(payload(out["fits"])) == 40  # 20 KB x 40 = 800 KB: within the limit
+    assert len(results(out["fits"])) == 40  # 20 KB x 40 = 800 KB: within the limit
     assert out["listed"] == []
 
 
@@ -766,19 +767,23 @@ def test_stdio_string_arguments_reach_the_tools_as_sent(tmp_path: Path) -> None:
             "object": await call("add_memory", messages='{"theme": "dark"}', user_id="u"),
             "updated": await call(
                 "update_memory",
-                memory_id=(await call("add_memory", messages="original", user_id="u"))[0]["id"],
+                memory_id=(await call("add_memory", messages="original", user_id="u"))["results"][
+                    0
+                ]["id"],
                 text="null",
                 metadata='{"v": 2}',
             ),
         }
 
     out = anyio.run(stdio_call, db, key, scenario)
-    assert out["search"] == [] and out["list"] == []
+    assert out["search"]["results"] == [] and out["list"] == []
     assert "4711" not in str(out["archival"])
-    assert [(r["text"], r["user_id"]) for r in out["added"]] == [("note of null", "null")]
+    added = out["added"]["results"]
+    assert [(r["text"], r["user_id"]) for r in added] == [("note of null", "null")]
     assert [r["text"] for r in out["mine"]] == ["note of null"]
-    assert [(r["text"], r["metadata"]) for r in out["rules"]] == [(rules, {"role": "user"})]
-    assert [r["text"] for r in out["object"]] == ['{"theme": "dark"}']
+    rules_added = out["rules"]["results"]
+    assert [(r["text"], r["metadata"]) for r in rules_added] == [(rules, {"role": "user"})]
+    assert [r["text"] for r in out["object"]["results"]] == ['{"theme": "dark"}']
     assert out["updated"]["text"] == "null" and out["updated"]["metadata"]["v"] == 2
 
 

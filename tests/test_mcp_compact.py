@@ -23,7 +23,7 @@ from contextos.engine.session import Session  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.store import open_store  # noqa: E402
 from contextos.types import Message  # noqa: E402
-from mcp_support import error_text, payload, stdio_call  # noqa: E402
+from mcp_support import error_text, payload, results, stdio_call  # noqa: E402
 
 FACT = "the zeppelin hangar code is 4417"
 SYSTEM = "You are the support assistant of a bicycle shop. " * 200
@@ -63,7 +63,7 @@ def test_compact_session_and_an_instructed_window_over_stdio(tmp_path: Path) -> 
                 {"session_id": "s-off", "budget": 1500, "strategy": "offload", "user_id": "ana"},
             )
         )
-        out["found"] = payload(
+        out["found"] = results(
             await s.call_tool("search_memory", {"query": "zeppelin hangar", "session_id": "s-off"})
         )
         out["errors"] = [
@@ -91,7 +91,7 @@ def test_compact_session_and_an_instructed_window_over_stdio(tmp_path: Path) -> 
                     "compact_session", {"session_id": "long", "budget": 10, "force": True}
                 )
             ),
-            "found": payload(
+            "found": results(
                 await s.call_tool(
                     "search_memory", {"query": "zeppelin hangar", "session_id": "s-off"}
                 )
@@ -111,7 +111,8 @@ def test_compact_session_and_an_instructed_window_over_stdio(tmp_path: Path) -> 
     # As over HTTP (the SDK's own argument check first names the tool).
     assert "ValueError: strategy: Input should be 'truncate'" in strategy
     assert "ValueError: budget: Input should be greater than or equal to 1" in budget
-    assert unknown.endswith("NotFound: no session 'nobody' (or it has no turns yet)")
+    assert "NotFound: no session 'nobody' (or it has no turns yet): no tool logs" in unknown
+    assert "POST /v1/sessions/{session_id}/turns" in unknown
     assert "tenant" in smuggled
     request = mine["instructed"]["request"]
     assert [b["text"] for b in request["system"][:2]] == [SYSTEM, "be brief"]
@@ -121,5 +122,5 @@ def test_compact_session_and_an_instructed_window_over_stdio(tmp_path: Path) -> 
     assert mine["openai"]["request"]["prompt_cache_key"].startswith("ctxos-")
     assert "ValueError: tools.0.name: Field required" in mine["no_name"]
 
-    assert theirs["compact"].endswith("NotFound: no session 'long' (or it has no turns yet)")
+    assert "NotFound: no session 'long' (or it has no turns yet): " in theirs["compact"]
     assert theirs["found"] == []

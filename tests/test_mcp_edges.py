@@ -23,7 +23,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 import contextos  # noqa: E402
 from contextos.server.errors import package_version  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
-from mcp_support import error_text, payload  # noqa: E402
+from mcp_support import error_text, payload, results  # noqa: E402
 from server_support import STORES, database, store_locked  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
@@ -135,12 +135,12 @@ def test_mcp_validates_like_http_and_edits_memories(db: str, tmp_path: Path) -> 
             {"role": "user", "content": "I moved to Lisbon in May"},
             {"role": "assistant", "content": "Lisbon is lovely."},
         ]
-        out["added"] = payload(
+        out["added"] = results(
             await s.call_tool(
                 "add_memory", {"messages": turns, "user_id": "ana", "session_id": "s1"}
             )
         )
-        out["alias"] = payload(
+        out["alias"] = results(
             await s.call_tool("add_memory", {"text": "My dog is called Pimenta", "user_id": "ana"})
         )
         first = out["added"][0]["id"]
@@ -206,7 +206,7 @@ def test_mcp_store_busy_is_a_tool_error_without_infrastructure(kind: str, tmp_pa
         text = error_text(busy)
         assert "StoreError" in text and "busy or unavailable" in text
         assert not [x for x in _secrets_of(db) if x and x in text], text
-        assert payload(after)[0]["text"] == "after"
+        assert results(after)[0]["text"] == "after"
 
 
 def test_mcp_history_of_an_unknown_or_other_tenants_id_is_not_found(
@@ -223,7 +223,7 @@ def test_mcp_history_of_an_unknown_or_other_tenants_id_is_not_found(
         [theirs] = other.add("beta's secret", user_id="u")
 
     async def scenario(s: ClientSession, _: Any) -> dict[str, Any]:
-        [mine] = payload(await s.call_tool("add_memory", {"messages": "x", "user_id": "u"}))
+        [mine] = results(await s.call_tool("add_memory", {"messages": "x", "user_id": "u"}))
         payload(await s.call_tool("delete_memory", {"memory_id": mine["id"]}))
         out: dict[str, Any] = {
             "kept": payload(await s.call_tool("memory_history", {"memory_id": mine["id"]}))[

@@ -76,7 +76,7 @@ def _check(out: dict[str, Any], log: str) -> None:
         if kind == "prompt":  # the name, escaped: no ESC or BEL reaches the client either
             assert message == f"Unknown prompt: {name!r}", message
             assert "\x1b" not in message and "\x07" not in message
-    assert [r["text"] for r in out["added"]] == ["still serving"]
+    assert [r["text"] for r in out["added"]["results"]] == ["still serving"]
 
 
 def test_stdio_prompts_and_resources_answer_cleanly_and_log_nothing(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.server.mcp_server import TOOL_MODELS, MemoryTools  # noqa: E402
 from contextos.store import open_store  # noqa: E402
 from contextos.types import Message  # noqa: E402
-from mcp_support import payload, stdio_call  # noqa: E402
+from mcp_support import results, stdio_call  # noqa: E402
 
 #: Arguments valid under each tool's advertised schema, at the edges of its bounds
 #: (``{id}`` is a memory the test added). Each must be accepted.
@@ -70,6 +70,8 @@ VALID: dict[str, list[dict[str, Any]]] = {
     "list_memories": [
         {"user_id": "u", "limit": 1000, "offset": 10_000_000},
         {"user_id": "u", "limit": 1, "offset": 0},
+        {"user_id": "u", "memory_types": ["semantic", "episodic"]},
+        {"user_id": "u", "memory_type": ["procedural"]},  # its deprecated name
     ],
     "get_memory": [{"memory_id": "{id}"}],
     "update_memory": [
@@ -167,6 +169,7 @@ REFUSED: list[tuple[str, str, dict[str, Any]]] = [
     ("list_memories", "limit 1001", {"user_id": "u", "limit": 1001}),
     ("list_memories", "offset past 10,000,000", {"user_id": "u", "offset": 10_000_001}),
     ("list_memories", "offset -1", {"user_id": "u", "offset": -1}),
+    ("list_memories", "an unknown type", {"user_id": "u", "memory_types": ["evil"]}),
     ("get_memory", "id over 256", {"memory_id": "m" * 257}),
     ("get_memory", "empty id", {"memory_id": ""}),
     ("update_memory", "empty text", {"memory_id": "{id}", "text": ""}),
@@ -219,7 +222,7 @@ def test_advertised_schemas_accept_what_the_tools_accept_and_refuse_what_they_re
 
     async def scenario(s: ClientSession) -> dict[str, Any]:
         schemas = {t.name: t.input_schema for t in (await s.list_tools()).tools}
-        memory_id = payload(
+        memory_id = results(
             await s.call_tool("add_memory", {"messages": "plain text about tea", "user_id": "u"})
         )[0]["id"]
         accepted: list[tuple[str, dict[str, Any], Any]] = []

@@ -26,7 +26,7 @@ import pytest
 
 from cli_support import reaped, run_cli
 from contextos.bench.serve import free_port
-from mcp_support import CLI, payload, stdio_call
+from mcp_support import CLI, results, stdio_call
 from server_support import ADMIN_KEY, Tenant, app_client, assert_error, auth, issue_key
 from test_serve_headlimit import TIMEOUT, closed_within, serving
 
@@ -165,7 +165,7 @@ def test_mcp_update_memory_without_a_change_names_it_as_before(tmp_path: Path) -
 
     async def scenario(s: Any) -> Any:
         added = await s.call_tool("add_memory", {"messages": "x", "user_id": "u"})
-        memory_id = payload(added)[0]["id"]
+        memory_id = results(added)[0]["id"]
         return await s.call_tool("update_memory", {"memory_id": memory_id})
 
     result = anyio.run(stdio_call, db, key, scenario)

@@ -48,7 +48,7 @@ from contextos.server.app import ServerConfig, close_app, create_app  # noqa: E4
 from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.server.ratelimit import RateLimit  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from mcp_support import error_text, payload, stdio_call  # noqa: E402
+from mcp_support import error_text, results, stdio_call  # noqa: E402
 from server_support import ADMIN_KEY, assert_error, auth  # noqa: E402
 from test_cli_memory import run  # noqa: E402
 from test_read_your_writes import HeldBatches  # noqa: E402
@@ -278,7 +278,7 @@ def test_http_and_mcp_take_only_numbers_as_a_floor(tmp_path: Path) -> None:
             for value in refused
         ]
         hits = [
-            payload(await s.call_tool("search_memory", {**base, "min_score": value}))
+            results(await s.call_tool("search_memory", {**base, "min_score": value}))
             for value in taken
         ]
         return errors, hits

@@ -183,7 +183,7 @@ def test_mcp_over_http_takes_a_key_in_x_api_key(tmp_path: Path) -> None:
                 headers={**MCP_HEADERS, "Authorization": f"Bearer {beta}", "X-API-Key": acme},
                 json=_rpc("list_memories", {"user_id": "ana"}),
             )
-    assert [m["id"] for m in out["proxied"]["results"]] == [out["added"][0]["id"]]
+    assert [m["id"] for m in out["proxied"]["results"]] == [out["added"]["results"][0]["id"]]
     assert out["beta"]["results"] == []
     # Under /mcp a refusal is a JSON-RPC error, which an MCP client can show.
     assert "invalid API key" in assert_rpc_refusal(wrong, 401, "Unauthenticated")

@@ -33,7 +33,7 @@ from contextos.memory.render import FACT_OF, UTC_OFFSET, render
 from contextos.server.keys import KeyStore
 from contextos.testing.embedders import HashEmbedder
 from contextos.times import local, offset_minutes
-from mcp_support import payload, stdio_call
+from mcp_support import results, stdio_call
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -140,12 +140,12 @@ def test_mcp_add_memory_keeps_the_zone_of_event_time(tmp_path: Path) -> None:
         key = keys.create("acme").secret
 
     async def scenario(s: ClientSession) -> tuple[Any, Any]:
-        turn = payload(
+        turn = results(
             await s.call_tool(
                 "add_memory", {"messages": "mcp LA", "user_id": "ana", "event_time": LA_EVENING}
             )
         )
-        facts = payload(
+        facts = results(
             await s.call_tool(
                 "add_memory",
                 {"messages": [PUPPY], "user_id": "ann", "event_time": LA_EVENING, "infer": True},

@@ -15,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import quoted
+from ..server.mcp_results import NO_TURNS
 from ..server.schemas import parse
 from .core_memory import CoreMemoryError
 from .schemas import ToolCallIn, ToolScopeIn
-from .tools import AgentTools, scoped_tools
+from .tools import _NO_MATCH as NO_MATCH
+from .tools import AgentTools, scoped_tools, search_answer
 
 
 def mcp_functions(memory_of_caller: Callable[[], Any]) -> list[Callable[..., Any]]:
@@ -78,8 +81,13 @@ def mcp_functions(memory_of_caller: Callable[[], Any]) -> list[Callable[..., Any
     def conversation_search(
         query: str, session_id: str, user_id: str | None = None, agent_id: str | None = None
     ) -> dict[str, Any]:
-        """Search a session's full log (including turns compacted out of the window)."""
-        return run("conversation_search", {"query": query}, user_id, agent_id, session_id)
+        """Search a session's full log (including turns compacted out of the window).
+        A session's turns are logged over HTTP or by the application, not by these tools."""
+        found = run("conversation_search", {"query": query}, user_id, agent_id, session_id)
+        if found["result"] == search_answer([]) and not _has_turns(memory_of_caller(), session_id):
+            hint = f"{NO_MATCH} Session {quoted(session_id)} has no turns: {NO_TURNS}."
+            found["result"] = search_answer([hint])
+        return found
 
     def core_memory_view(user_id: str | None = None, agent_id: str | None = None) -> dict[str, Any]:
         """The core memory blocks of a user/agent as the agent should pin them in its
@@ -96,6 +104,13 @@ def mcp_functions(memory_of_caller: Callable[[], Any]) -> list[Callable[..., Any
         archival_memory_search,
         conversation_search,
     ]
+
+
+def _has_turns(memory: Any, session_id: str) -> bool:
+    """Whether the caller's session has a turn logged (one turn read)."""
+    from ..types import Scope
+
+    return bool(memory.store.turns(Scope(tenant=memory.tenant, session_id=session_id), limit=1))
 
 
 __all__ = ["mcp_functions"]

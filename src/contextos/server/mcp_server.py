@@ -31,10 +31,10 @@ from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from ..agent.tools import WRITING_TOOLS as AGENT_WRITES
-from ..errors import ContextosError, MissingExtraError
+from ..errors import ContextosError, MissingExtraError, NotFound
 
 try:  # the tools validate with pydantic models, which the mcp extra brings
     import pydantic
@@ -44,6 +44,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the installed e
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..types import MemoryType
+from . import mcp_results as results
 from . import ops
 from . import schemas as s
 from .auth import DEFAULT_AUTH_FAILURES, Authenticator, Principal, Unauthenticated, bearer_secret
@@ -73,6 +74,16 @@ def _sdk() -> tuple[type[Any], str]:
         except (ImportError, AttributeError):
             continue
     raise MissingExtraError("mcp", "mcp")
+
+
+def _one_or_more(value: Any) -> Any:
+    """A type filter given as one name (``"semantic"``) as the list it stands for."""
+    return [value] if isinstance(value, str) else value
+
+
+#: A type filter: a list of memory types, or one of them alone. Why one alone: a model
+#: that wrote ``"semantic"`` got ``Input should be a valid list`` (a review).
+MemoryTypes = Annotated[list[MemoryType], pydantic.BeforeValidator(_one_or_more)]
 
 
 def _arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
@@ -108,20 +119,23 @@ class MemoryTools:
         memory_type: MemoryType | None = None,
         infer: bool = False,
         text: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> dict[str, Any]:
         """Remember messages (a text, or a list of {"role", "content"}) for a user, agent
         or session (at least one is required). With infer=true the facts in them are
         extracted and reconciled with what is already stored (add, update or drop)
         instead of storing them verbatim (each fact then gets its type from the
         extractor: memory_type, episodic when left out, is for verbatim adds only).
         event_time: ISO 8601, when it happened.
-        `text` is the deprecated name of `messages` (a single text)."""
+        `text` is the deprecated name of `messages` (a single text).
+        Answers {"results": [the memories stored]}. No session turns are logged.
+        A call that timed out may still have stored: search before adding again."""
         if text is not None:
             if messages is not None:
                 raise ValueError("give messages or its deprecated alias text, not both")
             messages, text = text, None
         body = s.parse(s.AddRequest, **_arguments(locals()))
-        return [r.to_dict() for r in ops.add(self._memory(), body)]
+        added = [r.to_dict() for r in ops.add(self._memory(), body)]
+        return results.page({"results": added})
 
     def search_memory(
         self,
@@ -131,23 +145,26 @@ class MemoryTools:
         session_id: str | None = None,
         limit: s.JsonInt = 10,
         token_budget: s.JsonInt | None = None,
-        memory_types: list[MemoryType] | None = None,
+        memory_types: MemoryTypes | None = None,
         as_of: s.Time | None = None,
         event_after: s.Time | None = None,
         event_before: s.Time | None = None,
         metadata: dict[str, Any] | None = None,
         min_score: s.MinScore | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> dict[str, Any]:
         """Find the memories most relevant to a query within a user/agent/session
         (memory_types: only these of episodic, semantic, procedural; as_of: ISO 8601,
         only memories valid at that instant; event_after/event_before: ISO 8601, only
         memories whose event time lies in that range; metadata: equality filters,
         dotted keys look into nested objects; min_score: a floor on each hit's
-        relevance, the query-memory cosine in -1..1). Hits past 4 MiB of text and
-        metadata are left out, as over HTTP."""
+        relevance, the query-memory cosine in -1..1).
+        Answers {"results": [hits, best first], "cut": bool}: texts over 2,000
+        characters are shortened and marked truncated (get_memory reads one whole),
+        and hits past about 40,000 characters are left out (cut: true, a note says
+        how many)."""
         body = s.parse(s.SearchRequest, **_arguments(locals()))
-        hits, _cut = ops.search(self._memory(), body)
-        return [h.to_dict() for h in hits]
+        hits, cut = ops.search(self._memory(), body)
+        return results.listed([h.to_dict() for h in hits], cut=cut)
 
     def list_memories(
         self,
@@ -157,30 +174,49 @@ class MemoryTools:
         limit: s.JsonInt = 50,
         offset: s.JsonInt = 0,
         after: str | None = None,
-        memory_type: list[MemoryType] | None = None,
+        memory_types: MemoryTypes | None = None,
         validity: Literal["current", "all"] = "current",
+        memory_type: MemoryTypes | None = None,
     ) -> dict[str, Any]:
-        """List memories of a user/agent/session, newest first, one page at a time, as
-        GET /v1/memories answers: {"results": [...], "next_after": ..., ...}. For the
-        next page call again with after = this answer's next_after, until it is null:
-        nothing is skipped or repeated while others write (a page holds at most 4 MiB
-        of memories, so it may hold fewer than limit before the end). offset (counted
-        from after, or from the newest) repeats and skips memories while others add or
-        delete. memory_type: only these types (all when left out); validity "all":
-        superseded facts too."""
-        body = s.parse(s.ListRequest, **_arguments(locals()))
-        records, next_offset, next_after = ops.list_page(self._memory(), body)
-        page = s.RecordList(
+        """List memories of a user/agent/session, newest first, one page at a time:
+        {"results": [...], "next_after": ..., ...}. For the next page call again with
+        after = this answer's next_after, until it is null: nothing is skipped or
+        repeated while others write (a page holds at most about 40,000 characters of
+        memories, so it may hold fewer than limit before the end; texts over 2,000
+        characters are shortened and marked truncated: get_memory reads one whole).
+        offset (counted from after, or from the newest) repeats and skips memories
+        while others add or delete. memory_types: only these types (all when left
+        out; `memory_type` is its deprecated name); validity "all": superseded facts
+        too."""
+        if memory_type is not None:
+            if memory_types is not None:
+                raise ValueError("give memory_types or its deprecated alias memory_type, not both")
+            memory_types = memory_type
+        body = s.parse(
+            s.ListRequest,
+            user_id=user_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            limit=limit,
+            offset=offset,
+            after=after,
+            memory_type=memory_types,
+            validity=validity,
+        )
+        records, next_offset, next_after = ops.list_page(
+            self._memory(), body, max_bytes=results.RESULT_CHARS, after_field="after"
+        )
+        listed = s.RecordList(
             results=[s.RecordOut.of(r) for r in records],
             limit=body.limit,
             offset=body.offset,
             next_offset=next_offset,
             next_after=next_after,
         )
-        return page.model_dump(mode="json")
+        return results.page(listed.model_dump(mode="json"))
 
     def get_memory(self, memory_id: str) -> dict[str, Any]:
-        """One memory by id."""
+        """One memory by id, whole (text and metadata)."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
         return self._memory().get(key.memory_id).to_dict()
 
@@ -209,14 +245,16 @@ class MemoryTools:
     def memory_history(
         self, memory_id: str, after_seq: s.JsonInt = -1, limit: s.JsonInt = 100
     ) -> dict[str, Any]:
-        """A memory's changes (ADD, UPDATE, DELETE), oldest first, one page at a time,
-        as GET /v1/memories/{id}/history answers: {"results": [...], "next_after_seq":
-        ...}. Events are numbered from 0; for the next page call again with after_seq =
-        this answer's next_after_seq, until it is null (a page holds at most 4 MiB of
-        texts, so it may hold fewer than limit before the end)."""
+        """A memory's changes (ADD, UPDATE, DELETE), oldest first, one page at a time:
+        {"results": [...], "next_after_seq": ...}. Events are numbered from 0; for the
+        next page call again with after_seq = this answer's next_after_seq, until it is
+        null (a page holds at most about 40,000 characters of texts, so it may hold
+        fewer than limit before the end; at least one event)."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
         page = s.parse(s.HistoryPageIn, after_seq=after_seq, limit=limit)
-        events, after = ops.history_page(self._memory(), key.memory_id, page)
+        events, after = ops.history_page(
+            self._memory(), key.memory_id, page, max_bytes=results.RESULT_CHARS
+        )
         listed = s.HistoryList(results=[s.HistoryOut.of(e) for e in events], next_after_seq=after)
         return listed.model_dump(mode="json")
 
@@ -284,12 +322,16 @@ class MemoryTools:
         clear_tool_results, or offload (archive the rotated turns as memories, found by
         search_memory). force: compact even under the trigger threshold. Returns
         compacted, plan, state, archived; an error when another writer changed the
-        session meanwhile (nothing done: call again)."""
+        session meanwhile (nothing done: call again). A session's turns are logged over
+        HTTP or by the application, not by these tools."""
         body = s.parse(s.CompactToolIn, **_arguments(locals()))
         from .compacting import compact_session  # the engine, on first use
 
         req = body.for_session(body.session_id)
-        return compact_session(self.tenants, self.tenant(), req, self.tokenizer)
+        try:
+            return compact_session(self.tenants, self.tenant(), req, self.tokenizer)
+        except NotFound as exc:
+            raise NotFound(f"{exc}: {results.NO_TURNS}") from None
 
     def functions(self) -> list[Callable[..., Any]]:
         return [
@@ -307,13 +349,14 @@ class MemoryTools:
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Library errors become a tool error with their public message (never a traceback);
-    of a coroutine function too."""
+    of a coroutine function too. An answer becomes one block of compact JSON
+    (:func:`~.mcp_results.tool_result`)."""
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def awaited(*args: Any, **kwargs: Any) -> Any:
             try:
-                return await fn(*args, **kwargs)
+                return results.tool_result(await fn(*args, **kwargs))
             except (ContextosError, ValueError, TypeError) as exc:
                 raise _tool_error()(f"{type(exc).__name__}: {public_message(exc)}") from None
 
@@ -322,7 +365,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            return results.tool_result(fn(*args, **kwargs))
         except (ContextosError, ValueError, TypeError) as exc:
             # The same text an HTTP client gets: a store failure says "busy or
             # unavailable, retry", never a path, host or database name.
@@ -384,11 +427,30 @@ class ArgumentsInvalid(pydantic.ValidationError):
     valid integer, ...``): the SDK puts ``str()`` of the error in the tool error, and
     pydantic's own text named the model (``search_memoryArguments``), echoed the input
     and linked to errors.pydantic.dev. Its ``errors()`` are pydantic's, which the SDK
-    logs (field names only)."""
+    logs (field names only). An unknown argument close to one the tool takes names it
+    (``memory_type: Extra inputs are not permitted (did you mean memory_types?)``).
+    """
+
+    #: The arguments the tool takes (set by :func:`_validate_like_http`).
+    known: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         # The text of the same refusal by the tools' own check (schemas.parse + _guard).
-        return f"ValueError: {describe(self.errors())}"
+        return f"ValueError: {describe(self.errors())}{_did_you_mean(self.errors(), self.known)}"
+
+
+def _did_you_mean(errors: list[Any], known: tuple[str, ...]) -> str:
+    """`` (did you mean X?)`` for the first unknown argument in ``errors`` that is close
+    to one of ``known``, else nothing."""
+    import difflib
+
+    for err in errors:
+        loc = err.get("loc", ())
+        if err.get("type") == "extra_forbidden" and len(loc) == 1 and isinstance(loc[0], str):
+            close = difflib.get_close_matches(loc[0][:100], known, n=1, cutoff=0.75)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
 
 
 _PYDANTIC_MODEL_VALIDATE: Any = pydantic.BaseModel.model_validate.__func__  # type: ignore[attr-defined]
@@ -409,6 +471,7 @@ def _validate_like_http(
             refused = ArgumentsInvalid.from_exception_data(exc.title, errors)
         except Exception:  # pragma: no cover - an error pydantic cannot rebuild
             raise exc from None
+        refused.known = tuple(cls.model_fields)
         raise refused from None
     return validated
 
@@ -477,6 +540,13 @@ def advertised_schema(tool: str, schema: dict[str, Any]) -> dict[str, Any]:
             properties[name] = prop if own is None else {**prop, "default": own}
             if name in described.get("required", ()) and name not in required:
                 required.append(name)
+    if tool == "list_memories":  # the filter's name in search_memory too
+        properties["memory_types"] = {**properties["memory_type"]}
+        properties["memory_type"] = {
+            **properties["memory_type"],
+            "deprecated": True,
+            "description": "Deprecated: give the types as `memory_types`.",
+        }
     if tool == "add_memory":  # the deprecated name of a text `messages`
         text = next(b for b in properties["messages"]["anyOf"] if b.get("type") == "string")
         properties["text"] = {
@@ -726,15 +796,65 @@ def build_mcp_server(
     windows = WindowSlots()
     for fn in [*tools.functions(), *mcp_functions(lambda: tenants.get(resolver()))]:
         tool = _on_its_threads(fn, windows, resolver)
-        server.add_tool(_guard(tool), name=fn.__name__, description=fn.__doc__)
+        server.add_tool(_guard(tool), name=fn.__name__, description=_described(fn))
         registered = server._tool_manager.get_tool(fn.__name__)
         _refuse_unknown_arguments(registered)
         if fn.__name__ in TOOL_MODELS:
             registered.parameters = advertised_schema(fn.__name__, registered.parameters)
     if major == "2":
         _refuse_unknown_prompts(server)
+        _refuse_unknown_tools(server)
     server.contextos_major = major
     return server
+
+
+def _described(fn: Callable[..., Any]) -> str:
+    """A tool's description: its docstring without the source's indentation. Why: the
+    raw docstrings sent 328 spaces of it with every ``tools/list`` (a review)."""
+    return inspect.cleandoc(fn.__doc__ or "")
+
+
+#: What an unknown tool's error adds for a name a model may guess (erasing a user).
+_NOT_A_TOOL = {
+    "forget": "erasing a whole user or session is the operator's, with contextos forget, "
+    "not a tool's; delete_memory deletes one memory",
+}
+
+
+def _refuse_unknown_tools(server: Any) -> None:
+    """Answer ``tools/call`` of a tool ``server`` does not have with a tool error that
+    quotes the name bounded and escaped (:func:`~contextos.errors.quoted`) and lists
+    the tools there are.
+
+    Why: the SDK answered ``Unknown tool: <name>`` with the name whole and raw: a
+    900,000-character name got a 900 KB answer, an ESC sequence or a newline in it
+    went back as sent, and a model that guessed a tool (``forget``) was not told which
+    tools exist (a review; ``prompts/get`` had the same fix). A tool error, as the SDK
+    answered, so the model reads it and can call the right tool."""
+    import mcp_types as types
+
+    from ..errors import quoted
+
+    low = server._lowlevel_server
+    served = low.get_request_handler("tools/call")
+    if served is None:  # pragma: no cover - an SDK that serves no tools at all
+        return
+
+    tools = server._tool_manager
+
+    async def call_tool(ctx: Any, params: Any) -> Any:
+        if tools.get_tool(params.name) is not None:
+            return await served.handler(ctx, params)
+        names = [tool.name for tool in tools.list_tools()]
+        why = _NOT_A_TOOL.get(params.name)
+        message = (
+            f"Unknown tool: {quoted(params.name)}{f' ({why})' if why else ''}; "
+            f"the tools are {', '.join(names)}"
+        )
+        text = types.TextContent(type="text", text=message)
+        return types.CallToolResult(content=[text], is_error=True)
+
+    low.add_request_handler("tools/call", served.params_type, call_tool)
 
 
 def _refuse_unknown_prompts(server: Any) -> None:
@@ -793,13 +913,19 @@ def mcp_http_app(
     SSE event over 1 MiB, so a list page, a real-budget window or the answer to a
     large add failed in the client (the add stored, reported as failed, stored again
     on a retry). No tool sends anything mid-call and nothing outlives a request, so
-    no answer needs a stream."""
+    no answer needs a stream.
+
+    The SDK's DNS-rebinding check is off (:func:`_any_host`): every request needs a
+    key, which a page that rebinds a name to this host does not have."""
     if server.contextos_major == "2":
-        app = server.streamable_http_app(host=host, stateless_http=True, json_response=True)
+        app = server.streamable_http_app(
+            host=host, stateless_http=True, json_response=True, transport_security=_any_host()
+        )
     else:  # FastMCP 1.x takes these as settings
         server.settings.host = host
         server.settings.stateless_http = True
         server.settings.json_response = True
+        server.settings.transport_security = _any_host()
         app = server.streamable_http_app()
     auth = Authenticator(
         keys,
@@ -811,6 +937,25 @@ def mcp_http_app(
     # client reads (errors.rpc_error_body).
     gate = AuthGate(GateKey(WholeBody(app)), auth, ("/mcp",), jsonrpc_under=("/mcp",))
     return BodyLimitMiddleware(gate, max_bytes=max_body_bytes, jsonrpc_under=("/mcp",))
+
+
+def _any_host() -> Any:
+    """The SDK's transport security, its DNS-rebinding protection off: any ``Host`` and
+    ``Origin`` header is served.
+
+    Why: on a loopback ``--host`` the SDK answered every request whose ``Host`` was not
+    ``127.0.0.1``, ``localhost`` or ``[::1]`` with 421 "Invalid Host header" in plain
+    text, so a reverse proxy on the same host that keeps the public name (Caddy's and
+    Traefik's default, nginx with ``proxy_set_header Host $host``) could not reach it;
+    the one way round was to listen on every interface (a review). The protection is
+    for servers that answer anyone who reaches them: a page that rebinds its name to
+    this host can send requests here, but not a key (a browser adds no
+    ``Authorization`` or ``X-API-Key`` header of its own), and every request without a
+    valid key is refused 401 before the SDK sees it. ``contextos serve`` checks no
+    ``Host`` either."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
 _log = logging.getLogger(__name__)
@@ -856,6 +1001,9 @@ class WholeBody:
                 break
         whole = b"".join(chunks)
         if scope.get("method") == "POST":
+            if not _json_content(scope):
+                await _refuse_request(send, _NOT_JSON_CONTENT, request_id=_body_id(whole))
+                return
             refused = _body_refused(whole)
             if refused is not None:
                 code, message, request_id = refused
@@ -874,6 +1022,26 @@ class WholeBody:
             return dict(await receive())  # after the body: the client's disconnect
 
         await self.app(scope, replay, send)
+
+
+_NOT_JSON_CONTENT = "Invalid request: the body must be sent with Content-Type: application/json"
+
+
+def _json_content(scope: dict[str, Any]) -> bool:
+    """Whether the request says its body is JSON (``Content-Type: application/json``),
+    as the SDK requires. Why here: the SDK refused any other with a plain-text 400
+    "Invalid Content-Type header", which the official client reports only as "Server
+    returned an error response" (a review); this answers the same 400 as a JSON-RPC
+    error with the request's id."""
+    return headers_of(scope).get("content-type", "").lower().startswith("application/json")
+
+
+def _body_id(body: bytes) -> str | int | None:
+    """The ``id`` of a request body (see :func:`_request_id`), or None."""
+    try:
+        return _request_id(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
 
 
 async def _no_event_stream(send: Any) -> None:

@@ -75,13 +75,18 @@ def hit_bytes(hit: Hit) -> int:
 
 
 def list_page(
-    mem: Memory, body: s.ListRequest
+    mem: Memory,
+    body: s.ListRequest,
+    *,
+    max_bytes: int | None = None,
+    after_field: str = "query.after",
 ) -> tuple[list[MemoryRecord], int | None, str | None]:
     """One page of the scope's memories, newest first (``GET /v1/memories``, MCP
     ``list_memories``): the records, the ``offset`` of the next page and the key it
     starts after (None, None: this one reached the end). ``body.after``: the page after
     the memory whose key it is (the ``next_after`` of the page before), ``offset`` then
-    counted from it.
+    counted from it. ``max_bytes``: the page's bound (default ``MAX_PAGE_BYTES``; MCP's
+    is smaller); ``after_field``: how a bad ``after`` is named to the caller.
 
     Why a key: paged by offset while another client added and deleted, a walk of 20,000
     memories saw 35 twice and missed 3 that were never deleted (a review); a page after a
@@ -94,31 +99,50 @@ def list_page(
         include_invalid=body.validity == "all",
     )
     records, after = memory_page(
-        mem.store, flt, after=body.after, offset=body.offset, limit=body.limit
+        mem.store,
+        flt,
+        after=body.after,
+        offset=body.offset,
+        limit=body.limit,
+        max_bytes=max_bytes,
+        after_field=after_field,
     )
     return records, None if after is None else body.offset + len(records), after
 
 
 def memory_page(
-    store: Store, flt: Filter, *, after: str | None, offset: int, limit: int
+    store: Store,
+    flt: Filter,
+    *,
+    after: str | None,
+    offset: int,
+    limit: int,
+    max_bytes: int | None = None,
+    after_field: str = "query.after",
 ) -> tuple[list[MemoryRecord], str | None]:
     """A page of ``flt``'s memories after the key ``after`` (:func:`keyed_page`), at most
-    ``MAX_PAGE_BYTES`` of them (``GET /v1/memories``).
+    ``max_bytes`` of them (default ``MAX_PAGE_BYTES``, ``GET /v1/memories``).
 
     A key the store did not make is malformed input: an ``InvalidRequest`` (422), not
     the store's ``ValueError``, which was a 400, the answer for a library error (a
-    review)."""
+    review). It names the argument as the caller sent it (``after_field``): over MCP
+    there is no query string, and ``query.after`` named nothing the model had sent."""
     from .schemas import MAX_PAGE_BYTES
 
     try:
         return keyed_page(
-            store, flt, after=after, offset=offset, limit=limit, max_bytes=MAX_PAGE_BYTES
+            store,
+            flt,
+            after=after,
+            offset=offset,
+            limit=limit,
+            max_bytes=MAX_PAGE_BYTES if max_bytes is None else max_bytes,
         )
     except ValueError:
         if after is None:
             raise
         raise InvalidRequest(
-            "query.after: not a key of this list (send the next_after of the page before)"
+            f"{after_field}: not a key of this list (send the next_after of the page before)"
         ) from None
 
 
@@ -155,7 +179,7 @@ def update(mem: Memory, memory_id: str, body: s.UpdateRequest) -> MemoryRecord:
 
 
 def history_page(
-    mem: Memory, memory_id: str, page: s.HistoryPageIn
+    mem: Memory, memory_id: str, page: s.HistoryPageIn, *, max_bytes: int | None = None
 ) -> tuple[list[HistoryEvent], int | None]:
     """A page of a memory's changes, oldest first (``GET /v1/memories/{id}/history``,
     MCP ``memory_history``): the events numbered after ``page.after_seq`` (the first is
@@ -170,19 +194,21 @@ def history_page(
     a server from 227 to 468 MB (a review). A number is a stable key: a memory's
     history only grows at its end, and leaves whole (``forget``). The read is bounded
     too: events are read :data:`HISTORY_BATCH` at a time until the page is full (the
-    whole history was read to cut a page from it, 36 MB for the one above)."""
+    whole history was read to cut a page from it, 36 MB for the one above).
+    ``max_bytes``: the page's bound (default ``MAX_PAGE_BYTES``; MCP's is smaller)."""
     from .schemas import MAX_PAGE_BYTES
 
+    bound = MAX_PAGE_BYTES if max_bytes is None else max_bytes
     start = page.after_seq + 1
     read: list[tuple[HistoryEvent, int]] = []
     size, ahead = 0, []
-    while len(read) < page.limit and size <= MAX_PAGE_BYTES:
+    while len(read) < page.limit and size <= bound:
         ahead = mem.history(memory_id, offset=start + len(read), limit=HISTORY_BATCH)
         read += [(e, event_bytes(e)) for e in ahead]
         size += sum(event_bytes(e) for e in ahead)
         if len(ahead) < HISTORY_BATCH:
             break
-    kept: list[HistoryEvent] = within_bytes(read[: page.limit], MAX_PAGE_BYTES)
+    kept: list[HistoryEvent] = within_bytes(read[: page.limit], bound)
     last = start + len(kept) - 1
     more = len(read) > len(kept) or (
         len(ahead) == HISTORY_BATCH and bool(mem.history(memory_id, offset=last + 1, limit=1))
