@@ -350,7 +350,8 @@ def test_cli_import_names_a_bad_line_and_lists_conflicts(tmp_path: Path) -> None
     line = {"id": "x", "text": "first", "user_id": "u", "created_at": "2024-01-01T00:00:00Z"}
     bad = run_cli("import", "-", db=db, stdin=json.dumps(line) + "\nnot json\n")
     assert bad.returncode == 2
-    assert "line 2: not JSON" in bad.stderr and "1 record before it stored" in bad.stderr
+    assert "line 2: not JSON" in bad.stderr
+    assert "before it: 1 added, 0 already stored, 0 conflicts" in bad.stderr
     changed = run_cli("import", "-", db=db, stdin=json.dumps({**line, "text": "other"}) + "\n")
     assert changed.returncode == 1
     assert "1 conflict" in changed.stdout and "left as stored: x" in changed.stderr
@@ -398,7 +399,8 @@ def test_an_export_cut_short_is_reported_and_a_rerun_finishes_it(
     cut = run_cli("import", "-", db=dst, stdin="".join(lines[:6]))
     assert cut.returncode == 2, cut.stderr
     assert "no end line" in cut.stderr and "cut short after 5 record(s)" in cut.stderr
-    assert "5 records of it stored" in cut.stderr and "import the whole file again" in cut.stderr
+    assert "of what it held: 5 added, 0 already stored" in cut.stderr
+    assert "import the whole file again" in cut.stderr
     with Memory(dst, embedder=HashEmbedder(), background_embedding=False) as d:
         assert len(records(d)) == 5
     lost = run_cli("import", "-", db=dst, stdin="".join(lines[:8] + lines[10:]))

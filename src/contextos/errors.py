@@ -101,6 +101,12 @@ class ScopeError(ContextosError, ValueError):
     """A read or write was attempted without a tenant/user/agent/session scope."""
 
 
+class DuplicateId(ValueError):
+    """A write would store a record whose id is stored already (another writer stored it
+    meanwhile). A class of its own so that an import tries again on this ValueError
+    alone: another one (a value the store cannot keep) would fail again."""
+
+
 class StoreError(ContextosError):
     """The storage backend failed: unreadable file, lost connection, corruption."""
 

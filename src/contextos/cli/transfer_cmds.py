@@ -104,18 +104,34 @@ def register(cli: click.Group, bench: click.Group) -> None:
             if source is not sys.stdin.buffer:
                 source.close()
         if report.conflicts:
-            ids = ", ".join(report.conflict_ids)
-            more = report.conflicts - len(report.conflict_ids)
-            err_console.print(
-                SafeText(
-                    f"{plural(report.conflicts, 'memory was', 'memories were')} not imported: "
-                    "the id is stored with other content (changed since the export, or of "
-                    f"another tenant), left as stored: {ids}"
-                    + (f" and {more:,} more" if more else "")
-                ),
-                highlight=False,
-            )
             raise SystemExit(1)
+
+
+def _tally(report: ImportReport) -> str:
+    """What an import did so far, as its summary and its errors say it. Why the parts:
+    "N records before it stored" counted the conflicts and those stored already (the
+    export review, s57)."""
+    return (
+        f"{report.added:,} added, {report.already:,} already stored, "
+        f"{plural(report.conflicts, 'conflict')}"
+    )
+
+
+def _say_conflicts(report: ImportReport) -> None:
+    """Name on stderr the memories left as stored (on an error too: a conflict before a
+    bad line was never named)."""
+    if not report.conflicts:
+        return
+    ids = ", ".join(report.conflict_ids)
+    more = report.conflicts - len(report.conflict_ids)
+    err_console.print(
+        SafeText(
+            f"{plural(report.conflicts, 'memory was', 'memories were')} not imported: "
+            "the id is stored with other content (changed since the export, or of "
+            f"another tenant), left as stored: {ids}" + (f" and {more:,} more" if more else "")
+        ),
+        highlight=False,
+    )
 
 
 def _bar() -> Progress:
@@ -171,19 +187,20 @@ def _import(state: CliState, source: IO[bytes]) -> ImportReport:
         with _bar() as bar:
             task = bar.add_task("importing", total=total)
             read = _Counted(source)
-            seen = [0]
+            seen = [ImportReport()]
 
             def progress(report: ImportReport) -> None:
-                seen[0] = report.records
+                seen[0] = report
                 bar.update(task, completed=read.bytes)
 
             try:
                 report = memory.import_records(read, progress=progress)
             except KeyboardInterrupt:
                 bar.stop()
+                _say_conflicts(seen[0])
                 err_console.print(
-                    f"interrupted: {plural(seen[0], 'record')} read and stored (each batch "
-                    "whole or not at all); run the same import again to finish it",
+                    f"interrupted: {plural(seen[0].records, 'record')} read ({_tally(seen[0])}; "
+                    "each batch whole or not at all); run the same import again to finish it",
                     highlight=False,
                 )
                 raise SystemExit(130) from None
@@ -194,25 +211,26 @@ def _import(state: CliState, source: IO[bytes]) -> ImportReport:
                     f"{exc.file_tenant} to restore it there"
                 ) from None
             except ImportTruncatedError as exc:
+                _say_conflicts(exc.report)
                 raise ValueError(
-                    f"{exc}; {plural(exc.report.records, 'record')} of it stored: import "
-                    "the whole file again to finish (what is stored is skipped)"
+                    f"{exc}; of what it held: {_tally(exc.report)}; import the whole file "
+                    "again to finish (what is stored is skipped)"
                 ) from None
             except ImportLineError as exc:
+                _say_conflicts(exc.report)
                 raise ValueError(
-                    f"{exc} ({plural(exc.report.records, 'record')} before it stored; fix "
-                    "the line and import again: what is stored is skipped)"
+                    f"{exc} (before it: {_tally(exc.report)}; fix the line and import "
+                    "again: what is stored is skipped)"
                 ) from None
         with held_interrupt() as held:
             if state.as_json:
                 print_json(report.to_dict())
             else:
                 console.print(
-                    f"imported {plural(report.records, 'memory', 'memories')}: "
-                    f"{report.added:,} added, {report.already:,} already stored, "
-                    f"{plural(report.conflicts, 'conflict')}",
+                    f"imported {plural(report.records, 'memory', 'memories')}: {_tally(report)}",
                     highlight=False,
                 )
+        _say_conflicts(report)
         settle(memory, held)
     return report
 

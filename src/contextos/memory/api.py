@@ -918,9 +918,11 @@ class Memory:
         by key, so a store of any size is exported in bounded memory, all pages in one
         snapshot (``Store.list_snapshot``): the store as it was when the export began,
         whatever is written meanwhile; the snapshot is held until the iterator is read
-        to the end or closed.
+        to the end or closed (what that holds up: docs/api.md). Not one snapshot, each
+        page read on its own: a SQLite ``:memory:`` or read-only store (its reads share
+        its writer's connection), and a store without ``list_snapshot``.
         ``json.dumps`` of each is a line of the file ``contextos export`` writes.
-        ``batch_size``: memories read a page (default 500; at most 8 MiB of them).
+        ``batch_size``: memories read a page (default 500; at most 10,000 and 8 MiB).
 
         Why: a backup, a restore and a move from SQLite to PostgreSQL need every memory
         back with its id, times and validity; ``get_all`` and ``add`` lose those, and
@@ -982,8 +984,10 @@ class Memory:
 
         Returns notes on a step the database's role was not permitted to take (on
         PostgreSQL: the final CHECKPOINT without superuser or ``pg_checkpoint``), and
-        what then still holds erased bytes until when; empty when all was done."""
-        return self.store.vacuum()
+        what then still holds erased bytes until when; empty when all was done (also
+        from a store written when ``Store.vacuum`` returned None: the CLI's loop over the
+        notes raised TypeError on one; a review)."""
+        return tuple(self.store.vacuum() or ())
 
     def embedding_status(self, *, all_tenants: bool = False) -> EmbeddingStatus:
         """Memories of this tenant still waiting for a vector, and those whose

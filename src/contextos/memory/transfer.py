@@ -24,10 +24,12 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..engine.message_text import check_unicode
+from ..errors import DuplicateId
+from ..store.pages import pages_after
 from ..store.records import refuse_nul, refuse_nul_in_scope
 from ..times import iso, utc
 from ..types import MEMORY_TYPES, Filter, MemoryRecord, Scope, content_hash, scope_id
@@ -46,6 +48,23 @@ FORMAT_VERSION = 1
 BATCH = 500
 #: Bytes of text and metadata an export reads at once (a page of large memories).
 PAGE_BYTES = 8 * 1024 * 1024
+#: The most records an export reads a page, whatever its ``batch_size``. Why: a page's
+#: rows are first read as keys and sizes, ``batch_size`` of them, before
+#: :data:`PAGE_BYTES` cuts them: ``batch_size=10_000_000`` read every row's key at once
+#: (a review).
+MAX_PAGE_RECORDS = 10_000
+#: The longest ``context`` an import takes (characters). What ``add`` writes there is
+#: a speaker and an image caption (within the metadata's 64 KiB), the answered turn's
+#: speaker (as much) and 300 characters of its text: 200,000 is past all of it. Why: an
+#: import took a 5,000,000-character context, which PostgreSQL then refused with the
+#: whole batch (a review).
+MAX_CONTEXT_CHARS = 200_000
+#: How far apart a stored time and a file's may be and still count as the same time
+#: (``already``, not a conflict). Why: SQLite keeps a time as epoch seconds in a double,
+#: exact to the microsecond from about 1685 to 2255 and off by up to 15 µs elsewhere in
+#: years 1 to 9999; a second import of a file holding such times reported each as a
+#: conflict (a review).
+TIME_SLACK = timedelta(microseconds=100)
 #: The fields of a record line, all of them written by :func:`record_line`: the
 #: record's JSON shape (``MemoryRecord.to_dict``, one shape for every surface) and its
 #: ``context``, which that shape leaves out.
@@ -150,11 +169,13 @@ def export_records(
     end line; the records read a page at a time, all in one snapshot
     (``Store.list_snapshot``): the store as it was at one moment, whatever is written,
     updated or deleted during the export (each page read on its own restored a fact
-    superseded meanwhile as current: review s57)."""
+    superseded meanwhile as current: review s57). A store without ``list_snapshot`` (one
+    written to the protocol of before) is read a page at a time by ``list_after``, each
+    page on its own: not one snapshot. At most :data:`MAX_PAGE_RECORDS` records a page."""
     yield header(scope.tenant, scope, now)
     flt = Filter(scope=scope, include_invalid=True)
     count = 0
-    pages = store.list_snapshot(flt, limit=batch_size or BATCH, max_bytes=PAGE_BYTES)
+    pages = _pages(store, flt, min(batch_size or BATCH, MAX_PAGE_RECORDS))
     try:
         for rows in pages:
             for record, _key in rows:
@@ -165,6 +186,23 @@ def export_records(
         if close is not None:
             close()  # the snapshot ends with the export, read whole or not
     yield end_line(count)
+
+
+def _pages(store: Store, flt: Filter, limit: int) -> Iterator[list[tuple[MemoryRecord, str]]]:
+    """The pages of an export: ``Store.list_snapshot``'s, or, from a store written before
+    it existed (or a subclass of the protocol that left it out: None), ``list_after``'s
+    (an export of such a store raised AttributeError: a review)."""
+    snapshot = getattr(store, "list_snapshot", None)
+    pages: Iterator[list[tuple[MemoryRecord, str]]] | None = (
+        None if snapshot is None else snapshot(flt, limit=limit, max_bytes=PAGE_BYTES)
+    )
+    if pages is not None:
+        return pages
+    return pages_after(
+        lambda after: store.list_after(
+            flt, after=after, limit=limit, max_bytes=PAGE_BYTES, oldest_first=True
+        )
+    )
 
 
 def end_line(count: int) -> dict[str, Any]:
@@ -186,38 +224,36 @@ def import_records(
     (``Store.restore``), each record ``counted`` first; ``stored`` is called after each
     batch commits. See :meth:`Memory.import_records`."""
     report = ImportReport()
-    batch: dict[str, MemoryRecord] = {}
+    batch: dict[str, tuple[int, MemoryRecord]] = {}  # by id: its line, the record
 
     def flush() -> None:
-        _restore(store, [counted(r) for r in batch.values()], report)
-        batch.clear()
+        try:
+            _restore(store, [(n, counted(r)) for n, r in batch.values()], report)
+        finally:
+            batch.clear()
         stored(report)
 
     file = _Framing(tenant)
-    for number, item in enumerate(items, start=1):
-        try:
+    try:
+        for number, item in enumerate(items, start=1):
             data = _parsed(number, item)
             record = None if data is None else file.record(number, data)
             if record is None:
                 continue
-        except (ImportLineError, ImportTruncatedError) as exc:
-            if batch:  # what came before the bad line is stored: a rerun goes on from it
+            if record.id in batch:  # repeated in the file: the first one stands
+                _tally(report, batch[record.id][1], record)
+                continue
+            batch[record.id] = (number, record)
+            if len(batch) >= (batch_size or BATCH):
                 flush()
-            exc.report = report
-            raise
-        if record.id in batch:  # repeated in the file: the first one stands
-            _tally(report, batch[record.id], record)
-            continue
-        batch[record.id] = record
-        if len(batch) >= (batch_size or BATCH):
+        if batch:
             flush()
-    if batch:
-        flush()
-    if file.headed and file.ended is None:
-        raise ImportTruncatedError(
-            f"the file has no end line: it was cut short after {file.count:,} record(s)",
-            report,
-        )
+        file.finish()
+    except (ImportLineError, ImportTruncatedError) as exc:
+        exc.report = report
+        if batch:  # what came before the bad line is stored: a rerun goes on from it
+            flush()  # (a line of it the store refuses, before this one, is said first)
+        raise
     return report
 
 
@@ -233,6 +269,9 @@ class _Framing:
     def record(self, number: int, data: Mapping[str, Any]) -> MemoryRecord | None:
         """The record of line ``number`` (None: a header or an end line, checked)."""
         if "format" in data or "version" in data:
+            # A section cut short, then another export (``cat cut.jsonl other.jsonl``):
+            # the second header reset the count and the first's end line went unmissed.
+            self.finish(number)
             _check_header(number, data, self.tenant)
             self.headed, self.ended, self.count = True, None, 0
             return None
@@ -245,6 +284,17 @@ class _Framing:
         record = parse_record(number, data, self.tenant)
         self.count += 1
         return record
+
+    def finish(self, header: int | None = None) -> None:
+        """:class:`ImportTruncatedError` unless the section read since a header ended with
+        its end line: at the end of the file, or at the next header (line ``header``)."""
+        if not self.headed or self.ended is not None:
+            return
+        where = f"line {header}: a header, but the export before it" if header else "the file"
+        raise ImportTruncatedError(
+            f"{where} has no end line: it was cut short after {self.count:,} record(s)",
+            ImportReport(),
+        )
 
 
 def _check_end(number: int, data: Mapping[str, Any], count: int) -> None:
@@ -287,7 +337,7 @@ def _check_header(number: int, data: Mapping[str, Any], tenant: str) -> None:
     if data.get("format") != FORMAT:
         raise ImportLineError(number, f"not a contextos export (format {data.get('format')!r})")
     version = data.get("version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # not 1.0, not true
         raise ImportLineError(
             number,
             f"export format version {version!r}; this contextos reads version {FORMAT_VERSION}"
@@ -365,6 +415,10 @@ def _check_as_add(record: MemoryRecord) -> None:
         raise ValueError("'text' is blank")
     if len(record.text) > MAX_TEXT_CHARS:
         raise ValueError(f"'text' is {len(record.text):,} characters: at most {MAX_TEXT_CHARS:,}")
+    if len(record.context) > MAX_CONTEXT_CHARS:
+        raise ValueError(
+            f"'context' is {len(record.context):,} characters: at most {MAX_CONTEXT_CHARS:,}"
+        )
     own = {k: v for k, v in record.metadata.items() if k not in _LIBRARY_KEYS}
     check_metadata(own)  # as add counts it: its own keys, not those the library adds
     check_unicode(list(record.provenance), "'provenance'")
@@ -412,30 +466,67 @@ def _check_finite(value: object) -> None:
             _check_finite(v)
 
 
-#: Tries of a batch that another import inserted part of meanwhile (PostgreSQL).
+#: Tries of a batch that another writer inserted one of meanwhile (PostgreSQL).
 _TRIES = 3
 
 
-def _restore(store: Store, batch: list[MemoryRecord], report: ImportReport) -> None:
-    """Store ``batch`` in one transaction (``Store.restore``) and count what it did."""
-    for attempt in range(_TRIES):
-        try:
-            found = store.restore(batch)
-            break
-        except ValueError:  # another import stored one of these meanwhile: look again
-            if attempt == _TRIES - 1:
-                raise
-    report.added += len(batch) - len(found)
-    for record in batch:
+def _restore(store: Store, batch: list[tuple[int, MemoryRecord]], report: ImportReport) -> None:
+    """Store ``batch`` (records with their line numbers) in one transaction
+    (``Store.restore``) and count what it did. A batch the store refuses (a ValueError:
+    a value PostgreSQL cannot keep) is stored a record at a time up to the one refused,
+    whose line is named (:class:`ImportLineError`, ``.report`` counting what was
+    stored). Why: the ValueError came without a line or a report, after three tries
+    that could not mend it, the batch's good records rolled back (a review)."""
+    records = [record for _, record in batch]
+    try:
+        found = _tried(store, records)
+    except ValueError as exc:
+        if len(batch) > 1:
+            for one in batch:
+                _restore(store, [one], report)
+            return
+        error = ImportLineError(batch[0][0], str(exc))
+        error.report = report
+        raise error from exc
+    report.added += len(records) - len(found)
+    for record in records:
         if record.id in found:
             _tally(report, found[record.id], record)
 
 
+def _tried(store: Store, records: list[MemoryRecord]) -> dict[str, MemoryRecord | None]:
+    """``store.restore(records)``, run again (:data:`_TRIES` in all) when another writer
+    stored one of them meanwhile (:class:`~contextos.errors.DuplicateId`): it then
+    finds that record stored. Only then: another ValueError would fail again."""
+    for _ in range(_TRIES - 1):
+        try:
+            return store.restore(records)
+        except DuplicateId:
+            continue
+    return store.restore(records)
+
+
 def _tally(report: ImportReport, stored: MemoryRecord | None, record: MemoryRecord) -> None:
     """Count ``record``, whose id is stored already (``stored``; None: in another tenant)."""
-    if stored is not None and record_line(stored) == record_line(record):
+    if stored is not None and _same(stored, record):
         report.already += 1
         return
     report.conflicts += 1
     if len(report.conflict_ids) < CONFLICTS_LISTED:
         report.conflict_ids.append(record.id)
+
+
+def _same(stored: MemoryRecord, record: MemoryRecord) -> bool:
+    """Whether ``stored`` is ``record`` as a store keeps it: every field equal, the times
+    within :data:`TIME_SLACK` (SQLite's are doubles)."""
+    if _untimed(stored) != _untimed(record):
+        return False
+    for key in _TIMES:
+        x, y = getattr(stored, key), getattr(record, key)
+        if (x is None) != (y is None) or (x is not None and abs(x - y) > TIME_SLACK):
+            return False
+    return True
+
+
+def _untimed(record: MemoryRecord) -> dict[str, Any]:
+    return {k: v for k, v in record_line(record).items() if k not in _TIMES}

@@ -34,7 +34,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import numpy as np
 
-from contextos.errors import Conflict, MissingExtraError, NotFound, StoreError
+from contextos.errors import Conflict, DuplicateId, MissingExtraError, NotFound, StoreError
 from contextos.retry import wait_before_retry
 from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
@@ -487,7 +487,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             yield
         except StoreError as exc:
             if isinstance(exc.__cause__, self._psycopg.errors.UniqueViolation):
-                raise ValueError(f"a record with this id already exists: {exc.__cause__}") from None
+                raise DuplicateId(
+                    f"a record with this id already exists: {exc.__cause__}"
+                ) from None
             raise
 
     def restore(
@@ -503,10 +505,16 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         # imports each missed the other's uncommitted rows, and the second's insert
         # failed on the key, three times ("a record with this id already exists" after a
         # warning each; review s57). A duplicate still possible (an ``add`` of the id
-        # meanwhile) is a ValueError.
+        # meanwhile) is a DuplicateId (a ValueError). The lock is waited for without
+        # ``lock_timeout`` (a batch ahead may take longer: a StoreError ended the import
+        # behind it), which applies again after it; its key names the schema (stores in
+        # two schemas queued on each other; a review).
         with self._duplicate_is_value_error(), self._tx("write") as cur:
-            key = json.dumps(["restore", tenant])
+            key = json.dumps(["restore", self._tables_in, tenant])
+            (timeout,) = cur.execute("SELECT current_setting('lock_timeout')").fetchone()
+            cur.execute("SET LOCAL lock_timeout = 0")
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
             rows = cur.execute(
                 f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.id = ANY(%s)",
                 (tenant, [r.id for r in records]),

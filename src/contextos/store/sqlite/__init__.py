@@ -667,12 +667,26 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self, flt: Filter, *, limit: int = 500, max_bytes: int | None = None
     ) -> Iterator[builtins.list[tuple[MemoryRecord, str]]]:
         # A connection of its own, in one read transaction (WAL: a snapshot that writers
-        # never block), so the store's reads go on beside it; a store whose reads share
-        # the writer's connection (read-only, ``:memory:``) reads in ``_snapshot``,
-        # holding its locks until the iterator ends.
+        # never block), so the store's reads go on beside it. A store whose reads share
+        # the writer's connection (read-only, ``:memory:``) cannot hold a snapshot beside
+        # its writes: it reads each page in a ``_snapshot`` of its own, so no page is
+        # yielded holding the store's locks (held between pages, they kept every other
+        # thread's read and write waiting, failed this thread's writes, and were
+        # released on another thread; a review). Not one snapshot (docs/api.md).
         if self._reader is self._db:
-            with self._snapshot() as db:
-                yield from self._pages(_reads_on(db, self._failed), flt, limit, max_bytes)
+
+            def page(after: str | None) -> builtins.list[tuple[MemoryRecord, str]]:
+                with self._snapshot() as db:
+                    return self._list_after(
+                        _reads_on(db, self._failed),
+                        flt,
+                        after=after,
+                        limit=limit,
+                        max_bytes=max_bytes,
+                        oldest_first=True,
+                    )
+
+            yield from pages_after(page)
             return
         db = _open_reader(self._absolute_path, self._busy_timeout_ms)
         try:
