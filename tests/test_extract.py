@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from contextos.bench.extract_speed import load_locomo_sessions
 from contextos.errors import ProviderError
-from contextos.llm.prompts import EXTRACT_SCHEMA, EXTRACT_V1
+from contextos.llm.prompts import EXTRACT_SCHEMA, EXTRACT_V2
 from contextos.memory.extract import Candidate, Extractor, OfflineExtractor, merge_duplicates
 from contextos.memory.extract_llm import LLMExtractor
 from contextos.memory.render import CAPTION_KEYS, render
@@ -440,9 +440,10 @@ def test_llm_extractor_builds_candidates_from_the_reply() -> None:
     assert first.speaker == "Caroline" and "LGBTQ" in first.entities
     assert second.provenance == ("D1:3", "D1:4")  # unknown source: every turn sent
     [call] = llm.calls
-    assert call.system == EXTRACT_V1.system and call.json_schema == EXTRACT_SCHEMA
+    assert call.system == EXTRACT_V2.system and call.json_schema == EXTRACT_SCHEMA
     sent = call.messages[0].content
-    assert "2023-05-08 13:56" in sent and "[D1:3] Caroline: I went" in sent
+    assert "2023-05-08 13:56" in sent
+    assert '{"id": "D1:3", "speaker": "Caroline", "text": "I went' in sent
     assert "[shares a photo: a photo of a flag]" in sent
 
 
@@ -495,7 +496,7 @@ def test_a_turn_id_cannot_forge_a_log_record(
     from contextos.memory import Memory
 
     forged = "D1\n2026-01-01 00:00:00 CRITICAL contextos.server: FORGED admin key rotated"
-    extractor = LLMExtractor(ScriptedLLM([json.dumps({"facts": []})] * 50), chunk_tokens=40)
+    extractor = LLMExtractor(ScriptedLLM([json.dumps({"facts": []})] * 50), chunk_tokens=60)
     message = Message(role="user", content="word " * 200, metadata={"dia_id": forged})
     with (
         caplog.at_level("INFO", logger="contextos"),

@@ -15,11 +15,9 @@ from datetime import UTC, date, datetime, timedelta
 from contextos.memory import Memory
 from contextos.memory.extract_llm import LLMExtractor
 from contextos.memory.render import render
-from contextos.testing.llm import ScriptedLLM
+from contextos.testing.llm import ScriptedLLM, turns_in
 from contextos.text.claims import starts_with_name, subject_of
 from contextos.types import Filter, MemoryRecord, Message, Scope
-
-LINE = re.compile(r"^\[([^\]]+)\] ([^:]+): (.*)$", re.M)
 
 
 def _session_day(prompt: str) -> date:
@@ -40,7 +38,7 @@ def dating_model(system: str, messages: Sequence[Message]) -> str:
             "date": day.isoformat(),
             "source": tid,
         }
-        for tid, speaker, text in LINE.findall(prompt)
+        for tid, speaker, text in turns_in(prompt)
         for place in re.findall(r"went to (?:the |a )?(\w+) yesterday", text)
     ]
     return json.dumps({"facts": facts})
@@ -50,7 +48,7 @@ def living_model(system: str, messages: Sequence[Message]) -> str:
     """ "<speaker> lives in <city>" for each turn saying where its speaker lives."""
     facts = [
         {"text": f"{speaker} lives in {city}", "type": "semantic", "source": tid}
-        for tid, speaker, text in LINE.findall(messages[0].content)
+        for tid, speaker, text in turns_in(messages[0].content)
         for city in re.findall(r"live in (\w+)", text)
     ]
     return json.dumps({"facts": facts})

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from contextos.llm.prompts import EXTRACT_V1
+from contextos.llm.prompts import EXTRACT_V2
 from contextos.memory import Memory
 from contextos.memory.extract import OFFLINE_EXTRACTOR_ID
 from contextos.memory.extract_llm import LLMExtractor
@@ -38,10 +38,10 @@ def test_the_llm_prompt_id_is_stored(mem: Memory) -> None:
         extractor=LLMExtractor(ScriptedLLM([reply])),
     )
     assert [(r.text, r.metadata["extracted_by"]) for r in wrote] == [
-        ("Alice lives in Porto.", EXTRACT_V1.id)
+        ("Alice lives in Porto.", EXTRACT_V2.id)
     ]
     (stored,) = mem.get_all(user_id="alice")
-    assert stored.metadata["extracted_by"] == "extract@1"
+    assert stored.metadata["extracted_by"] == "extract@2"
 
 
 def test_offline_and_fallback_facts_say_offline(mem: Memory) -> None:

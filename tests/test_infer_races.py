@@ -479,7 +479,7 @@ def test_a_fact_rewritten_while_the_model_merges_it_is_shown_again(
         every = memory.get_all(user_id="ana", filters=EVERY)
         assert not any("zq7secret" in r.text for r in every)
         assert len(llm.calls) == 2
-        assert "[0] Ana lives in Paris.\n" in llm.calls[1].messages[0].content + "\n"
+        assert '{"index": 0, "memory": "Ana lives in Paris."}\n' in llm.calls[1].messages[0].content
         live = [r.text for r in every if r.valid_to is None]
         assert live == ["Ana lived in Paris and moved to Berlin."]
 

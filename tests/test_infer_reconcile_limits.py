@@ -28,7 +28,7 @@ import pytest
 
 from contextos import Filter
 from contextos.errors import Conflict, NotFound, ReplyTruncated
-from contextos.llm.prompts import RECONCILE_V1
+from contextos.llm.prompts import RECONCILE_V2
 from contextos.memory import Memory
 from contextos.memory.api import SESSION_STRIPES
 from contextos.memory.extract import Candidate
@@ -202,8 +202,8 @@ def test_long_stored_facts_are_shown_cut_and_the_prompt_is_bounded(tmp_path: Pat
         (call,) = llm.calls
         prompt = call.messages[0].content
         assert prompt.count(CUT_MARK) == 5
-        assert len(prompt) <= len(RECONCILE_V1.template) + MAX_PROMPT_VALUES_CHARS < 30_000
-        assert "[4] Alice lives in Paris. w" in prompt
+        assert len(prompt) <= len(RECONCILE_V2.template) + MAX_PROMPT_VALUES_CHARS < 30_000
+        assert '{"index": 4, "memory": "Alice lives in Paris. w' in prompt
 
 
 def test_a_long_fact_and_many_memories_stay_within_the_bound() -> None:
@@ -217,8 +217,8 @@ def test_a_long_fact_and_many_memories_stay_within_the_bound() -> None:
     llm = ScriptedLLM([answer("UPDATE", MAX_SHOWN - 1, "Alice lives in Paris. yyy")])
     decision = LLMReconciler(llm).decide(candidate, similar)
     prompt = llm.calls[0].messages[0].content
-    assert len(prompt) <= len(RECONCILE_V1.template) + MAX_PROMPT_VALUES_CHARS
-    assert f"[{MAX_SHOWN - 1}] " in prompt and f"[{MAX_SHOWN}] " not in prompt
+    assert len(prompt) <= len(RECONCILE_V2.template) + MAX_PROMPT_VALUES_CHARS
+    assert f'"index": {MAX_SHOWN - 1},' in prompt and f'"index": {MAX_SHOWN},' not in prompt
     assert prompt.count("x" * MAX_SHOWN_CHARS) == 0  # each cut before its 1,000th character
     assert "y" * (MAX_FACT_CHARS - 30) in prompt and "y" * MAX_FACT_CHARS not in prompt
     # The model saw the fact cut: a text merged from it would lose the end.
@@ -417,7 +417,7 @@ def test_an_agent_only_add_never_reaches_the_agents_users(mem: Memory) -> None:
     )
     (call,) = llm.calls  # shown the agent's own fact alone, found among 31 users' twins
     assert call.messages[0].content.endswith(
-        f"EXISTING memories:\n[0] {tea}\n\nYour JSON decision:"
+        f'{{"index": 0, "memory": "{tea}"}}\n ]}}\n\nYour JSON decision:'
     )
     assert mem.get(own.id).valid_to is not None
     for record in (bobs, *others):
@@ -431,7 +431,10 @@ def test_an_agent_only_add_never_reaches_the_agents_users(mem: Memory) -> None:
         extractor=facts("Bob likes Paris and tea."),
     )
     (_, call) = llm.calls
-    assert call.messages[0].content.count("\n[") == 1 and mem.get(others[0].id).valid_to is not None
+    assert (
+        call.messages[0].content.count('"index": ') == 1
+        and mem.get(others[0].id).valid_to is not None
+    )
     assert mem.get(bobs.id).valid_to is None
 
 

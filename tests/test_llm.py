@@ -74,7 +74,7 @@ def test_schema_errors_walk_arrays() -> None:
 
 
 def test_prompts_are_versioned_and_render() -> None:
-    assert set(PROMPTS) == {"reconcile@1", "extract@1"}
+    assert set(PROMPTS) == {"reconcile@1", "extract@1", "reconcile@2", "extract@2"}
     text = RECONCILE_V1.render(speaker="Ann", when="7 May 2023", fact="f", existing="[0] e")
     assert "NEW fact (said by Ann, 7 May 2023):\nf" in text and "[0] e" in text
     with pytest.raises(KeyError):

@@ -26,7 +26,7 @@ from contextos.testing.embedders import HashEmbedder
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic
 from contextos.testing.fake_http import FakeHTTPServer, FakeResponse, RecordedRequest
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage
-from contextos.testing.llm import ScriptedLLM
+from contextos.testing.llm import ScriptedLLM, turns_in
 from contextos.types import Message
 
 anthropic = pytest.importorskip("anthropic")
@@ -82,7 +82,7 @@ def _requests(fake: FakeHTTPServer) -> list[RecordedRequest]:
 def _conversation(request: RecordedRequest) -> str:
     """The conversation lines an extraction request sent."""
     content = request.json()["messages"][-1]["content"]
-    return str(content.split("Conversation:\n", 1)[1].rsplit("\n\nYour JSON:", 1)[0])
+    return str(content.split("one turn a line):\n", 1)[1].rsplit("\n\nYour JSON:", 1)[0])
 
 
 # -- a provider that accepts the connection and never answers -----------------------------
@@ -188,7 +188,7 @@ def test_a_cut_extraction_reply_is_an_invalid_reply(
     model's facts), or, with ``on_invalid="raise"``, ReplyTruncated is raised."""
     with _fake(vendor) as fake:
         llm = _llm(vendor, fake)
-        extractor = LLMExtractor(llm, chunk_tokens=60, on_invalid=on_invalid)  # 2-3 turns each
+        extractor = LLMExtractor(llm, chunk_tokens=100, on_invalid=on_invalid)  # 2-3 each
         chunks = extractor.chunks(_messages(_turns(8)))
         assert len(chunks) >= 3 and all(len(c) > 1 for c in chunks[:2])
         for n, chunk in enumerate(chunks):
@@ -239,14 +239,12 @@ def _long_turns(n: int) -> list[dict[str, Any]]:
 
 def _facts_per_turn(body: dict[str, Any]) -> str:
     """One fact per turn (or part of one) a request sent, naming its code word if sent."""
-    lines = body["messages"][-1]["content"].split("Conversation:\n", 1)[1].splitlines()
     facts = []
-    for line in lines:
-        said = re.match(r"\[(D\d+)\] Alice: ", line)
-        word = re.search(r"My code word is (\w+)\.", line)
-        if said and word:
+    for tid, speaker, said in turns_in(body["messages"][-1]["content"]):
+        word = re.search(r"My code word is (\w+)\.", said)
+        if speaker == "Alice" and word:
             text = f"Alice's code word is {word.group(1)}."
-            facts.append({"text": text, "type": "semantic", "source": said.group(1)})
+            facts.append({"text": text, "type": "semantic", "source": tid})
     return json.dumps({"facts": facts})
 
 
@@ -283,10 +281,10 @@ def test_an_add_longer_than_the_window_is_extracted_in_requests_that_fit(mem: Me
         )
         sent = [_conversation(r) for r in fake.requests_to("/v1/messages")]
         assert len(sent) > 1
-        assert all(s.count("\n[D") + 1 < 40 for s in sent)  # no request holds every turn
-        assert "\n".join(sent) == "\n".join(
-            f"[D{i}] Alice: {t['content']}" for i, t in enumerate(turns)
-        )
+        assert all(len(turns_in(s)) < 40 for s in sent)  # no request holds every turn
+        assert [turn for s in sent for turn in turns_in(s)] == [
+            (f"D{i}", "Alice", t["content"]) for i, t in enumerate(turns)
+        ]
         assert sorted(r.text for r in out) == sorted(
             f"Alice's code word is {WORDS[i % 10]}{i}." for i in range(40)
         )
@@ -317,18 +315,16 @@ def test_a_long_add_goes_in_requests_of_a_bounded_size_in_turn_order(
             )
         sent = [_conversation(r) for r in fake.requests_to("/v1/messages")]
         assert all(count(s) <= EXTRACT_CHUNK_TOKENS for s in sent)
-        parts = [line for s in sent for line in s.splitlines() if line.startswith("[D0] ")]
+        parts = [text for s in sent for tid, _, text in turns_in(s) if tid == "D0"]
         assert (
             len(parts) > 5
             and "turn 'D0'" in caplog.text
             and f"in {len(parts)} parts" in caplog.text
         )
-        assert (
-            " ".join(p.removeprefix("[D0] Alice: ") for p in parts) == turns[0]["content"].strip()
-        )
-        lines = [line for s in sent for line in s.splitlines()]
+        assert " ".join(parts) == turns[0]["content"].strip()
+        lines = [turn for s in sent for turn in turns_in(s)]
         assert lines[len(parts) :] == [
-            f"[D{i + 1}] Alice: {t['content']}" for i, t in enumerate(short)
+            (f"D{i + 1}", "Alice", t["content"]) for i, t in enumerate(short)
         ]
         words = ["amber0"] + [f"{WORDS[i % 10]}{i + 1}" for i in range(60)]
         assert [r.text for r in out] == [f"Alice's code word is {w}." for w in words]

@@ -94,7 +94,7 @@ def test_a_reply_given_as_text_parts_is_read_as_their_text(
     with open_memory(tmp_path) as m:
         wrote = m.add(said(), user_id="ana", infer=True, extractor=LLMExtractor(llm))
         assert [(r.text, r.metadata["extracted_by"]) for r in wrote] == [
-            ("Ana is allergic to peanuts", "extract@1")
+            ("Ana is allergic to peanuts", "extract@2")
         ]
     assert llm.calls.total().output_tokens == 20  # paid for, and counted
 
@@ -229,7 +229,7 @@ def test_a_wrapped_client_logs_a_reply_of_parts_as_its_text_and_goes_on(
 
 @pytest.mark.parametrize(
     ("content", "extracted_by"),
-    [([{"type": "text", "text": FACTS}], "extract@1"), (42, "offline")],
+    [([{"type": "text", "text": FACTS}], "extract@2"), (42, "offline")],
     ids=["text-parts", "a-number"],
 )
 def test_an_inferring_chat_remembers_the_exchange_whatever_its_extracting_model_answers(
@@ -274,7 +274,7 @@ def test_an_inferring_chat_remembers_the_exchange_whatever_its_extracting_model_
         ({"0": {"message": {"content": FACTS}}}, "offline"),
         (5, "offline"),
         ([], "offline"),
-        ([{"index": 0, "finish_reason": ["stop"], "message": {"content": FACTS}}], "extract@1"),
+        ([{"index": 0, "finish_reason": ["stop"], "message": {"content": FACTS}}], "extract@2"),
     ],
     ids=["an-object", "a-number", "none", "a-list-as-finish-reason"],
 )

@@ -159,7 +159,8 @@ def test_llm_extractor_configured_on_the_memory(tmp_path: Path) -> None:
         [record] = add_inferred(
             memory, turn("Caroline", "I went to a support group yesterday!", "D1:3"), session_id="s"
         )
-    assert len(llm.calls) == 1 and "[D1:3] Caroline:" in llm.calls[0].messages[0].content
+    assert len(llm.calls) == 1
+    assert '{"id": "D1:3", "speaker": "Caroline"' in llm.calls[0].messages[0].content
     assert record.text == "Caroline went to a support group on 7 May 2023."
     assert record.provenance == ("D1:3",)
     assert record.event_time is not None and record.event_time.date().isoformat() == "2023-05-07"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from contextos.errors import NotFound, ProviderError
-from contextos.llm.prompts import RECONCILE_SCHEMA, RECONCILE_V1
+from contextos.llm.prompts import RECONCILE_SCHEMA, RECONCILE_V2
 from contextos.memory.extract import Candidate, OfflineExtractor
 from contextos.memory.reconcile import (
     Decision,
@@ -131,13 +131,14 @@ def test_llm_decisions(scripted: str, action: str, target: str | None, text: str
     llm = ScriptedLLM([scripted])
     decision = LLMReconciler(llm).decide(cand("Ann moved to Berlin."), SIMILAR)
     assert (decision.action, decision.target_id, decision.text) == (action, target, text)
-    assert decision.decided_by == RECONCILE_V1.id
+    assert decision.decided_by == RECONCILE_V2.id
     [call] = llm.calls
-    assert call.system == RECONCILE_V1.system
+    assert call.system == RECONCILE_V2.system
     assert call.json_schema == RECONCILE_SCHEMA
     prompt = call.messages[0].content
     assert "Ann moved to Berlin." in prompt
-    assert "[0] Ann lives in Paris." in prompt and "[1] Ann works at Meta." in prompt
+    assert '{"index": 0, "memory": "Ann lives in Paris."}' in prompt
+    assert '{"index": 1, "memory": "Ann works at Meta."}' in prompt
     assert "m1" not in prompt  # the model sees indexes, never ids it could mangle
 
 

@@ -92,7 +92,9 @@ def test_a_model_decided_update_follows_the_same_rule(tmp_path: Path) -> None:
         [berlin] = infer(memory, "I live in Berlin.")  # nothing similar: the model is not asked
         [paris] = infer(memory, "I moved to Paris last week.")  # an event, as extracted
         assert (
-            len(llm.calls) == 1 and "[0] User lives in Berlin." in llm.calls[0].messages[0].content
+            len(llm.calls) == 1
+            and '{"index": 0, "memory": "User lives in Berlin."}'
+            in llm.calls[0].messages[0].content
         )
         assert paris.text == "User lives in Paris."
         assert paris.metadata["supersedes"] == berlin.id

@@ -168,7 +168,7 @@ def _library_walks(value: Any) -> int | str:
         if (wide := wide_int(value)) is not None:
             raise ValueError(f"metadata integers must fit in 64 bits (got {wide})")
         check_unicode(value, "metadata")
-        return check_metadata_size(metadata_bytes(value))
+        return check_metadata_size(metadata_bytes(value), "metadata", value)
     except ValueError as exc:
         return str(exc)
 

@@ -339,6 +339,9 @@ class Memory:
                 ``memory_type`` with ``infer=True``.
             Conflict: the session changed under every one of ``ADD_TRIES`` tries
                 (nothing was written).
+            NotFound: ``infer=True`` with a caller's ``reconciler`` whose decision
+                updates or deletes a memory it was not shown among ``similar`` (or one
+                outside the add's owner); nothing was written.
         """
         opts, said = check_add(
             Scope(self.tenant, user_id, agent_id, session_id),
@@ -691,6 +694,7 @@ class Memory:
             before = self._as_expected(memory_id, expected_text, expected)
             if given is not None:
                 metadata = _kept_metadata(before, given)
+                check_metadata(metadata)  # with the keys kept, as every memory's is
             patch = Patch(text=text, metadata=metadata)
             derived = self._derived(before, patch, embeds)
             if derived is None and (expected_text is not None or expected is not None):

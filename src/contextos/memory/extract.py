@@ -66,6 +66,21 @@ class Candidate:
     said_at: datetime | None = None
 
 
+#: The most entities a fact keeps in its metadata (``metadata["entities"]``), the first
+#: ones of its candidate; each at most :data:`MAX_ENTITY_CHARS` characters (a longer one
+#: is left out, not cut: a cut name is another name). Why: a message naming 8,000 people
+#: stored one fact with 104 KB of names, past the metadata limit, and its user's export
+#: could not be imported again (a review, s58). The names stay in the fact's text.
+MAX_ENTITIES = 32
+MAX_ENTITY_CHARS = 100
+
+
+def stored_entities(entities: Sequence[str]) -> list[str]:
+    """What a fact keeps of its candidate's ``entities``: the first
+    :data:`MAX_ENTITIES` of those at most :data:`MAX_ENTITY_CHARS` characters long."""
+    return [e for e in entities if len(e) <= MAX_ENTITY_CHARS][:MAX_ENTITIES]
+
+
 #: ``Candidate.extracted_by`` of the rule-based extractor's candidates.
 OFFLINE_EXTRACTOR_ID = "offline"
 

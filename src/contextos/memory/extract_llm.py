@@ -1,5 +1,8 @@
 """LLM-backed extraction: the same :class:`~contextos.memory.extract.Extractor` protocol,
-with a model writing the facts (prompt ``extract@1``).
+with a model writing the facts (prompt ``extract@2``: each turn a JSON object on its
+line, so a turn's text cannot write lines of other turns; ``extract@1`` wrote them as
+``[id] speaker: text``, and a newline in a text forged turns with other ids and
+speakers: a review, s58).
 
 A model writes better facts than rules do, but it can answer with something
 that is not the JSON asked for, with facts no memory can hold (longer than
@@ -28,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from contextos.llm.prompts import EXTRACT_V1, Prompt
+from contextos.llm.prompts import EXTRACT_V2, Prompt, as_data, speaker_label
 from contextos.llm.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.text import sentences as S
 from contextos.text.temporal import parse_session_time
@@ -123,7 +126,7 @@ class LLMExtractor:
         self,
         llm: LLM,
         *,
-        prompt: Prompt = EXTRACT_V1,
+        prompt: Prompt = EXTRACT_V2,
         fallback: Extractor | None = None,
         on_invalid: Literal["fallback", "raise"] = "fallback",
         confidence: float = 0.8,
@@ -244,12 +247,12 @@ class LLMExtractor:
             speaker = speaker_of(turn)
             caption = caption_of(turn.metadata)
             shared = f" [shares a photo: {caption}]" if caption else ""
-            text = f"[{tid}] {speaker}: {turn.content}{shared}"
+            text = self.line(tid, speaker, turn.content + shared)
             tokens = count(text) + 1  # and its newline
             if tokens <= limit:
                 lines.append(ChunkLine(turn, tid, speaker, text, tokens, when, day))
                 continue
-            head = f"[{tid}] {speaker}: "
+            head = self.line(tid, speaker, "")
             room = max(1, limit - count(head) - count(shared) - 1)
             pieces = split_text(turn.content, room, count) or [turn.content]
             log.info(  # the id as repr writes it: a newline in it forged a log record
@@ -263,7 +266,7 @@ class LLMExtractor:
             plain = {k: v for k, v in turn.metadata.items() if k not in CAPTION_KEYS}
             for n, piece in enumerate(pieces):
                 part = replace(turn, content=piece, metadata=turn.metadata if n == 0 else plain)
-                part_text = head + piece + (shared if n == 0 else "")
+                part_text = self.line(tid, speaker, piece + (shared if n == 0 else ""))
                 tokens = count(part_text) + 1
                 lines.append(ChunkLine(part, tid, speaker, part_text, tokens, when, day))
         chunks: list[list[ChunkLine]] = []
@@ -276,6 +279,16 @@ class LLMExtractor:
                 chunks.append([line])
                 size = line.tokens
         return chunks
+
+    def line(self, tid: str, speaker: str, text: str) -> str:
+        """One turn (or part of one) as the prompt writes it: a JSON object with its id,
+        speaker and text (``extract@2``, :attr:`Prompt.data` ``"json"``), else
+        ``[id] speaker: text`` (``extract@1``). The speaker's name as a prompt shows
+        names (:func:`~contextos.llm.prompts.speaker_label`)."""
+        name = speaker_label(speaker)
+        if self.prompt.data == "json":
+            return as_data({"id": tid, "speaker": name, "text": text})
+        return f"[{tid}] {name}: {text}"
 
     def _candidates(
         self, reply: str, ids: Sequence[str], speakers: Sequence[str]

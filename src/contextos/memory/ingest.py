@@ -47,6 +47,41 @@ MAX_METADATA_BYTES = 65_536
 MAX_METADATA_COPIES_BYTES = 1_000_000
 #: What a refusal of one memory's metadata calls it.
 RECORD_METADATA = "a memory's metadata"
+#: The metadata keys the library writes into a memory: who said it (``role``,
+#: ``speaker``), its place in its session (``seq``), its zone (``utc_offset``), a
+#: session turn's facts mark (``turn_facts``), a fact's turn (``fact_of``), and what an
+#: inferring add writes into each fact (``inferred``, ``confidence``, ``decided_by``,
+#: ``entities``, ``extracted_by``, ``supersedes``, ``superseded_by``). They are not
+#: counted against :data:`MAX_METADATA_BYTES`, on add, update and import alike
+#: (:func:`check_metadata`), but count against :data:`MAX_STORED_METADATA_BYTES`.
+#: Why: a fact's keys came on top of a caller's metadata at the limit, and the record
+#: could then not be imported again nor updated with its own metadata (a review, s58).
+LIBRARY_KEYS = frozenset(
+    {
+        "role",
+        "speaker",
+        "seq",
+        UTC_OFFSET,
+        TURN_FACTS,
+        FACT_OF,
+        "inferred",
+        "confidence",
+        "decided_by",
+        "entities",
+        "extracted_by",
+        "supersedes",
+        "superseded_by",
+    }
+)
+#: Largest metadata one memory may hold with the library's keys (:data:`LIBRARY_KEYS`)
+#: counted: bytes of its JSON. Why a bound at all: the keys are let past
+#: :data:`MAX_METADATA_BYTES`, and an update or an import could otherwise store any
+#: amount under their names. What the library writes there now stays far below it (a
+#: fact's ``entities`` are capped: ``extract.MAX_ENTITIES``); why four times: a fact
+#: stored before the cap listed every name of its text (at most about 175 KB for a
+#: 100,000-character text), and its export, with caller metadata at the limit, must
+#: import again.
+MAX_STORED_METADATA_BYTES = 4 * MAX_METADATA_BYTES
 
 _MESSAGE_KEYS = {"role", "content", "name", "tool_call_id", "tool_calls", "metadata"}
 
@@ -210,7 +245,7 @@ def validate_options(
     # An ISO-8601 string too, as every read (``as_of``, ``time_range``) takes one.
     when = opt_utc(event_time, "event_time")
     if metadata:
-        check_metadata(metadata)
+        check_metadata(metadata, callers=True)
     if not scope.is_scoped():
         from ..errors import ScopeError
 
@@ -310,7 +345,7 @@ def build_records(
                 raise ValueError(
                     f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
                 )
-            check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the keys it gets
+            check_metadata(counted_metadata(meta), RECORD_METADATA, callers=True)
             _keep_zone(meta, local if local is not None else undated_now(meta))
             if seq is not None:
                 _refuse_own_seq(meta)
@@ -388,41 +423,68 @@ def wide_int(value: Any) -> int | None:
     return None
 
 
-def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
-    """Refuse ``metadata`` over :data:`MAX_METADATA_BYTES`, nested deeper than
+def check_metadata(
+    metadata: Mapping[str, Any], what: str = "metadata", *, callers: bool = False
+) -> int:
+    """Refuse ``metadata`` over its size limits (:func:`check_metadata_size`: the
+    library's keys not counted against :data:`MAX_METADATA_BYTES`), nested deeper than
     :data:`MAX_METADATA_DEPTH` or holding an integer past 64 bits (ValueError naming the
-    limit); return its size in bytes. Plain JSON is read at C speed
+    limit); return its size in bytes as counted. The one rule of every memory's
+    metadata, on add, update and import. Plain JSON is read at C speed
     (:func:`.metadata_json.plain_size`); the walks run for anything else, and say
-    what is wrong."""
+    what is wrong.
+
+    ``callers``: every key is the caller's (an add's metadata, before the library
+    writes its own), so all count against :data:`MAX_METADATA_BYTES`, a key named as
+    one of the library's too: 5 MB under a caller's own ``seq`` were stored once (a
+    review). An update's or an import's metadata may hold the keys the library wrote
+    (a record read back), so there they are let past that limit."""
+    counted = None if callers else metadata
     size = plain_size(metadata, MAX_METADATA_DEPTH)
     if size is not None:
-        return check_metadata_size(size, what)
+        return check_metadata_size(size, what, counted)
     if metadata_depth(metadata) > MAX_METADATA_DEPTH:
         raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep")
     wide = wide_int(metadata)
     if wide is not None:
         raise ValueError(f"{what} integers must fit in 64 bits (got {wide})")
     check_unicode(metadata, what)  # a ValueError naming it, not a UnicodeEncodeError
-    return check_metadata_size(metadata_bytes(metadata), what)
+    return check_metadata_size(metadata_bytes(metadata), what, counted)
 
 
-def check_metadata_size(size: int, what: str = "metadata") -> int:
-    """``size`` (bytes of metadata as stored: :func:`metadata_bytes`) if it is within
-    :data:`MAX_METADATA_BYTES`; else a ValueError saying the limit."""
-    if size > MAX_METADATA_BYTES:
+def check_metadata_size(
+    size: int, what: str = "metadata", metadata: Mapping[str, Any] | None = None
+) -> int:
+    """The size of ``metadata`` as its limit counts it, given ``size`` (bytes of it all
+    as stored: :func:`metadata_bytes`): without the library's keys
+    (:data:`LIBRARY_KEYS`), at most :data:`MAX_METADATA_BYTES`, and with them at most
+    :data:`MAX_STORED_METADATA_BYTES`; else a ValueError saying the limit. Without
+    ``metadata``, ``size`` is all counted."""
+    counted = size
+    if size > MAX_METADATA_BYTES and metadata is not None:
+        own = {k: v for k, v in metadata.items() if k not in LIBRARY_KEYS}
+        if len(own) < len(metadata):
+            counted = metadata_bytes(own)
+    if counted > MAX_METADATA_BYTES:
         raise ValueError(
             f"{what} may hold at most {MAX_METADATA_BYTES:,} bytes as JSON "
-            f"(got {size:,}); store large data elsewhere and keep a reference"
+            f"(got {counted:,}); store large data elsewhere and keep a reference"
         )
-    return size
+    if size > MAX_STORED_METADATA_BYTES:
+        raise ValueError(
+            f"{what} may hold at most {MAX_STORED_METADATA_BYTES:,} bytes as JSON with the "
+            f"keys the library writes ({', '.join(sorted(LIBRARY_KEYS))}; got {size:,})"
+        )
+    return counted
 
 
 def counted_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """A memory's metadata as its size limit counts it, before the library numbers it
-    in its session (``seq``): without the ``role`` it writes into every memory. Why:
-    metadata of exactly the documented 65,536 bytes was refused with a size the caller
-    never sent (65,550: ``role`` added), and over HTTP as a 400 where the body's own
-    check (a 422) had let it through. A caller's own ``seq`` outside a session counts."""
+    """A memory's metadata on add as its size limit counts it (``check_metadata(...,
+    callers=True)``), before the library numbers it in its session (``seq``): without
+    the ``role`` it writes into every memory. Why: metadata of exactly the documented
+    65,536 bytes was refused with a size the caller never sent (65,550: ``role``
+    added), and over HTTP as a 400 where the body's own check (a 422) had let it
+    through. A caller's own ``seq`` outside a session counts."""
     return {k: v for k, v in meta.items() if k != "role"}
 
 
@@ -433,7 +495,9 @@ def check_add_metadata(metadata: Mapping[str, Any], messages: Sequence[Message])
     said = [m for m in messages if m.content.strip()]
     check_metadata_copies(metadata, len(said))
     for message in said:
-        check_metadata(counted_metadata(_record_metadata(metadata, message)), RECORD_METADATA)
+        check_metadata(
+            counted_metadata(_record_metadata(metadata, message)), RECORD_METADATA, callers=True
+        )
 
 
 def check_metadata_copies(metadata: Mapping[str, Any], copies: int) -> None:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from contextos.llm.prompts import RECONCILE_V1, Prompt
+from contextos.llm.prompts import RECONCILE_V2, Prompt, as_data, speaker_label
+from contextos.text.canonical import canonical
 from contextos.text.claims import (
     affirm,
     claim,
@@ -46,8 +47,9 @@ from ..store.base import Close, Derived, Newest, Patch, Ranked, Store, TokenCoun
 from ..store.records import patched
 from ..times import opt_utc
 from ..types import Filter, MemoryRecord, MemoryType, Message, Scope, TokenCount, content_hash
-from .extract import Candidate, is_position_id
+from .extract import Candidate, is_position_id, stored_entities
 from .extract_llm import model_text
+from .ingest import RECORD_METADATA, check_metadata
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +89,17 @@ class Reconciler(Protocol):
     """Decides the fate of a candidate given the most similar stored memories."""
 
     def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
-        """One decision; ``similar`` is best first and may be empty."""
+        """One decision; ``similar`` is best first and may be empty. An UPDATE or a
+        DELETE names (``target_id``) an open memory of ``similar``: one it was not shown
+        makes ``Memory.add`` raise NotFound, writing nothing."""
         ...
 
 
 def _normal(text: str) -> str:
-    return " ".join(text.lower().split()).strip(" .!")
+    """``text`` as the exact-duplicate test compares it: as the library compares texts
+    (``canonical``: an invisible zero-width space is no difference), lower case, its
+    spaces and end marks aside."""
+    return " ".join(canonical(text).lower().split()).strip(" .!")
 
 
 class HeuristicReconciler:
@@ -300,24 +307,50 @@ MAX_SPEAKER_CHARS = 200
 #: What ends a text cut for the prompt, so the model knows it saw only its start.
 CUT_MARK = " [...cut]"
 
+#: The most characters of JSON around each value of a version 2 prompt's data (keys,
+#: quotes, an index, the spaces that lay it out).
+_DATA_OVERHEAD = 40
+
 #: The bound on what :meth:`LLMReconciler._render` fills into the prompt's template
-#: (fact, speaker, date and the numbered memories, cut marks included).
+#: (fact, speaker, date and the numbered memories, cut marks included; in a version 2
+#: prompt each as a JSON string, its escapes counted: :func:`_cut`).
 MAX_PROMPT_VALUES_CHARS = (
     MAX_FACT_CHARS
     + MAX_SPEAKER_CHARS
     + 100  # the date
     + MAX_SHOWN * (MAX_SHOWN_CHARS + len(f"[{MAX_SHOWN}] \n"))
     + (MAX_SHOWN + 2) * len(CUT_MARK)
+    + (MAX_SHOWN + 4) * _DATA_OVERHEAD
 )
 
 
-def _cut(text: str, limit: int) -> str:
-    """``text``, cut to ``limit`` characters and marked (:data:`CUT_MARK`) if longer."""
-    return text if len(text) <= limit else text[:limit] + CUT_MARK
+def _cut(text: str, limit: int, escaped: bool = False) -> str:
+    """``text``, cut to ``limit`` characters and marked (:data:`CUT_MARK`) if longer;
+    ``escaped``: to ``limit`` characters as a JSON string (:func:`as_data`, quotes
+    aside), so that escapes (a control character is 6) do not pass the bound."""
+    cut = text[:limit]
+    if escaped:
+        while (over := len(as_data(cut)) - 2 - limit) > 0:
+            cut = cut[: len(cut) - over]  # each character is at least one of the JSON
+    return text if len(cut) == len(text) else cut + CUT_MARK
+
+
+def _data(fact: str, speaker: str, when: str, similar: Sequence[MemoryRecord]) -> str:
+    """A version 2 reconciliation prompt's data: the new fact and the shown memories as
+    one JSON object, one value a line (``reconcile@2``), each text cut (:func:`_cut`)."""
+    new = (
+        f'{{"said_by": {as_data(_cut(speaker, MAX_SPEAKER_CHARS, True))}, '
+        f'"when": {as_data(when)}, "fact": {as_data(_cut(fact, MAX_FACT_CHARS, True))}}}'
+    )
+    shown = ",\n".join(
+        f'  {{"index": {i}, "memory": {as_data(_cut(r.text, MAX_SHOWN_CHARS, True))}}}'
+        for i, r in enumerate(similar[:MAX_SHOWN])
+    )
+    return f'{{"new": {new},\n "existing": [\n{shown}\n ]}}'
 
 
 class LLMReconciler:
-    """Asks ``llm`` to decide, with ``prompt`` (default RECONCILE_V1) and its JSON schema.
+    """Asks ``llm`` to decide, with ``prompt`` (default RECONCILE_V2) and its JSON schema.
 
     Existing memories are shown numbered, so the model answers with an index
     and cannot invent an id; at most :data:`MAX_SHOWN` of them, each cut to
@@ -337,7 +370,7 @@ class LLMReconciler:
         self,
         llm: LLM,
         *,
-        prompt: Prompt = RECONCILE_V1,
+        prompt: Prompt = RECONCILE_V2,
         on_invalid: OnInvalid = "fallback",
         fallback: Reconciler | None = None,
     ) -> None:
@@ -370,13 +403,19 @@ class LLMReconciler:
 
     def _render(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> str:
         """The prompt's user message: what it fills in is at most
-        :data:`MAX_PROMPT_VALUES_CHARS` characters (see :data:`MAX_SHOWN_CHARS`)."""
+        :data:`MAX_PROMPT_VALUES_CHARS` characters (see :data:`MAX_SHOWN_CHARS`).
+
+        A version 2 prompt (``data="json"``) gets it as one JSON object (``data``), one
+        value a line, each text a JSON string; a version 1 prompt as written."""
         when = describe(candidate.event_time, "day") if candidate.event_time else "date unknown"
+        speaker = speaker_label(candidate.speaker or "unknown")
+        if self.prompt.data == "json":
+            return self.prompt.render(data=_data(candidate.text, speaker, when, similar))
         existing = "\n".join(
             f"[{i}] {_cut(r.text, MAX_SHOWN_CHARS)}" for i, r in enumerate(similar[:MAX_SHOWN])
         )
         return self.prompt.render(
-            speaker=_cut(candidate.speaker or "unknown", MAX_SPEAKER_CHARS),
+            speaker=_cut(speaker, MAX_SPEAKER_CHARS),
             when=when,
             fact=_cut(candidate.text, MAX_FACT_CHARS),
             existing=existing,
@@ -465,17 +504,23 @@ def new_record(
 
     ``contexts`` maps a source turn id to the text a record from that turn is indexed
     with (``MemoryRecord.context``: e.g. the question the turn answers). ``memory_type``
-    overrides the candidate's (an UPDATE's, :func:`replacing_type`)."""
+    overrides the candidate's (an UPDATE's, :func:`replacing_type`). Its metadata keeps
+    at most :data:`~.extract.MAX_ENTITIES` of the candidate's entities, and is checked
+    as every memory's is (ValueError: :func:`~.ingest.check_metadata`)."""
     cand = decision.candidate
     meta: dict[str, Any] = {"confidence": cand.confidence, "decided_by": decision.decided_by}
     if cand.speaker:
         meta["speaker"] = cand.speaker
-    if cand.entities:
-        meta["entities"] = list(cand.entities)
+    entities = stored_entities(cand.entities)
+    if entities:
+        meta["entities"] = entities
     if cand.extracted_by:
         meta["extracted_by"] = cand.extracted_by
     meta.update(metadata or {})
     meta[INFERRED] = True  # what makes it a fact later adds are reconciled with
+    # The rule of every memory's metadata (the library's keys not counted), as written:
+    # a record that breaks it could not be updated with its own metadata or imported.
+    check_metadata(meta, RECORD_METADATA)
     text = decision.new_text
     return MemoryRecord(
         id=str(uuid.uuid4()),
@@ -559,6 +604,7 @@ def plan_step(
         raise NotFound(f"no memory {decision.target_id!r} to {decision.action.lower()}")
     began = None if said_now else _began_later(decision.candidate, old, now)
     kind = replacing_type(decision.candidate, old) if decision.action == "UPDATE" else None
+    scope = replacing_scope(scope, old)
     if decision.action == "UPDATE" and began is not None:
         # An older statement written after the fact that replaced it (a chat log
         # imported late): the new fact held until the stored one began, which stays.
@@ -574,6 +620,21 @@ def plan_step(
     record = counted(new_record(decision, scope, now, linked, contexts, kind), count)
     closed = {**old.metadata, "superseded_by": record.id}
     return Step(decision, record, old, Patch(valid_to=until, metadata=closed))
+
+
+def replacing_scope(scope: Scope, old: MemoryRecord) -> Scope:
+    """Where the record that replaces ``old`` (an UPDATE's new record) goes: ``scope``
+    (the add's: its user and session), under ``old``'s agent when ``scope`` names none.
+
+    Why: an add that names a user but no agent is reconciled with the user's facts of
+    every agent; written outside the agent, the replacement of an agent's fact left that
+    agent's view of the user without it ("I live in Rome", added for the user alone,
+    closed agent A's "I live in Berlin", and A found neither: a review, s58). The
+    session stays the add's: the statement was made there, and it is numbered there
+    (``seq``)."""
+    if scope.agent_id is None and old.scope.agent_id is not None:
+        return replace(scope, agent_id=old.scope.agent_id)
+    return scope
 
 
 def replacing_type(candidate: Candidate, old: MemoryRecord) -> MemoryType:
@@ -706,9 +767,17 @@ def counted(record: MemoryRecord, count: TokenCounter | None) -> MemoryRecord:
 def _within(owner: Scope, scope: Scope) -> bool:
     """True when a record owned by ``owner`` may be changed by someone acting in ``scope``:
     one of the scope's user (under its agent, when it names one), or, acting without a
-    user, a record of no user (the agent's own, or the session's)."""
+    user, a record of no user: the agent's own, or, acting with neither user nor agent,
+    one of the session's: the owner :func:`owner_scope` reconciles with (and
+    :func:`find_similar` shows).
+
+    Why the session: a session-only add checked only user and agent, and a caller's
+    reconciler naming a fact it was never shown closed an agent's facts outside the
+    session and another session's (a review, s58)."""
     if scope.user_id is None and owner.user_id is not None:
         return False
+    if scope.user_id is None and scope.agent_id is None:
+        return owner.session_id == scope.session_id
     return all(
         mine is None or mine == theirs
         for mine, theirs in ((scope.user_id, owner.user_id), (scope.agent_id, owner.agent_id))
@@ -1220,7 +1289,11 @@ class Plan:
         """The record an UPDATE or DELETE closes: a planned one, else as stored now,
         which must be as it was shown (``Conflict`` if it is gone, closed or rewritten
         since). None (NotFound, by ``plan_step``) for one the plan closes already, or
-        one never shown that is gone or closed."""
+        one the decider was never shown (nor planned).
+
+        Why refuse one never shown: a caller's :class:`Reconciler` named an open fact
+        of another scope by its id, and it was closed (a review, s58); what a decider
+        may change is what it was shown."""
         if decision.action not in ("UPDATE", "DELETE"):
             return None
         target = decision.target_id or ""
@@ -1229,15 +1302,12 @@ class Plan:
         found = self._planned.get(target)
         if found is not None:
             return found
-        stored = self.store.get(self.scope.tenant, target)
         shown = self.read.get(target)
-        if shown is not None and (
-            stored is None or stored.hash != shown or stored.valid_to is not None
-        ):
+        if shown is None:
+            return None  # never shown: no decision may close it (NotFound)
+        stored = self.store.get(self.scope.tenant, target)
+        if stored is None or stored.hash != shown or stored.valid_to is not None:
             raise Conflict(f"memory {target!r} changed, ended or was erased since it was shown")
-        if stored is None or stored.valid_to is not None:
-            return None  # never shown (another decider's pick), and nothing to close
-        self.read.setdefault(stored.id, stored.hash)
         return stored
 
 

@@ -34,7 +34,6 @@ from ..store.records import refuse_nul, refuse_nul_in_scope
 from ..times import iso, utc
 from ..types import MEMORY_TYPES, Filter, MemoryRecord, Scope, content_hash, scope_id
 from .ingest import MAX_TEXT_CHARS, check_metadata
-from .render import FACT_OF, TURN_FACTS, UTC_OFFSET
 
 if TYPE_CHECKING:
     from ..store.base import Store
@@ -392,15 +391,6 @@ def parse_record(number: int, data: Mapping[str, Any], tenant: str) -> MemoryRec
     return record
 
 
-#: Metadata keys the library writes into a memory after ``add`` checked the caller's
-#: metadata against its size limit (docs/api.md: "the role, seq, utc_offset and
-#: turn_facts the library adds are not counted"; a fact's ``fact_of``, a reconciled
-#: fact's ``inferred``, a turn's ``speaker``). Why left out of the import's check: a
-#: memory ``add`` stored with metadata of exactly the limit was refused on import
-#: (65,550 bytes: its ``role`` counted; a review).
-_LIBRARY_KEYS = frozenset({"role", "seq", UTC_OFFSET, TURN_FACTS, FACT_OF, "inferred", "speaker"})
-
-
 def _check_as_add(record: MemoryRecord) -> None:
     """Refuse what ``add`` refuses of a memory (ValueError or TypeError naming it): an
     id over the scope ids' 256 characters or with a lone surrogate (``scope_id``: the
@@ -419,8 +409,7 @@ def _check_as_add(record: MemoryRecord) -> None:
         raise ValueError(
             f"'context' is {len(record.context):,} characters: at most {MAX_CONTEXT_CHARS:,}"
         )
-    own = {k: v for k, v in record.metadata.items() if k not in _LIBRARY_KEYS}
-    check_metadata(own)  # as add counts it: its own keys, not those the library adds
+    check_metadata(record.metadata)  # as add and update count it (ingest.LIBRARY_KEYS)
     check_unicode(list(record.provenance), "'provenance'")
 
 

@@ -43,7 +43,7 @@ def check_json_metadata(value: dict[str, Any], what: str = "metadata") -> None:
         if "integer string conversion" in str(exc):  # an int of over 4,300 digits
             raise ValueError(f"{what} integers must fit in 64 bits") from None
         raise ValueError(f"{what} numbers must be finite") from None
-    check_metadata_size(len(text.encode("utf-8", "surrogatepass")), what)
+    check_metadata_size(len(text.encode("utf-8", "surrogatepass")), what, value)
     if "\\u0000" in text and _NUL.search(text):  # the substring first: C's search
         raise ValueError("text may not contain NUL characters")
     try:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from contextos.text.canonical import canonical
 from contextos.text.sentences import STOPWORDS, word_set, words
 from contextos.text.text_cache import TextCache
 
@@ -286,7 +287,7 @@ def subject_of(text: str, speaker: str | None = None) -> str:
     said = text.lstrip()
     if speaker and starts_with_name(said, speaker) and not _POSSESSIVE.match(said, len(speaker)):
         return speaker.lower()
-    return unicodedata.normalize("NFC", _leading_name(text) or speaker or "").lower()
+    return canonical(_leading_name(text) or speaker or "").lower()
 
 
 def told_of(text: str, speaker: str | None = None) -> str:
@@ -383,9 +384,11 @@ def claim(text: str, speaker: str | None = None) -> Claim | None:
 
 
 def _claim(text: str, speaker: str | None) -> Claim | None:
-    # Composed (NFC): "Bogotá" typed on macOS arrives decomposed, and a value compared
-    # by its characters differed from the same city written composed (a review).
-    text = unicodedata.normalize("NFC", text)
+    # As the library compares texts (``canonical``): composed (NFC), "Bogotá" typed on
+    # macOS arrives decomposed, and a value compared by its characters differed from the
+    # same city written composed (a review); and a zero-width space in "Zu\u200brich"
+    # hid the claim (a review, s58).
+    text = canonical(text)
     negated = is_negated(text)
     body = affirm(text) if negated else text
     for slot, pattern, at_place in _SLOTS:
