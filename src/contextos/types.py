@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any, Literal, TypedDict, get_args
 
 from .errors import ScopeError
-from .text.canonical import canonical
 from .times import iso
 
 MemoryType = Literal["episodic", "semantic", "procedural"]
@@ -43,14 +42,17 @@ DEFAULT_TENANT = "default"
 def content_hash(text: str) -> str:
     """Stable hash of a memory's text, used to spot exact duplicates.
 
-    The text as the library compares texts (:func:`contextos.text.canonical.canonical`):
-    composed (NFC), so "café" typed on one keyboard and pasted from a decomposed source
-    ("cafe" + a combining accent, as macOS file names give it), one text to a reader, is
-    not stored twice; and without invisible format characters (a zero-width space), so
-    "Zu\u200brich" is "Zurich" (s58). Text with neither, nearly all text, hashes as it
-    did before these rules; a stored text with an invisible character keeps the hash it
-    was stored with until it is written again."""
-    composed = canonical(text).strip()
+    The text in Unicode's composed form (NFC): "café" typed on one keyboard and pasted
+    from a decomposed source ("cafe" + a combining accent, as macOS file names give
+    it) are one text to a reader, and were stored twice. Text already composed, nearly
+    all text, hashes as it did before this rule.
+
+    Not :func:`contextos.text.canonical.canonical` (which also drops invisible format
+    characters, as the claims and the reconciler compare texts): every stored record
+    keeps the hash it was written with, so a rule that hashed a stored text otherwise
+    made its repeat a second record in every store written before it, and beside a
+    process of an older version (a review, s58)."""
+    composed = unicodedata.normalize("NFC", text.strip())
     return hashlib.sha256(composed.encode("utf-8")).hexdigest()[:32]
 
 
