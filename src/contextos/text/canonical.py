@@ -1,8 +1,9 @@
 """One text as the library compares it: what a reader cannot see taken away, composed.
 
-Used wherever two texts are compared for meaning (a memory's content hash, the words
-of the extractor and the claim matcher, the reconciler's duplicate test), so that they
-all agree on when two texts are the same.
+Used wherever two texts are compared for meaning (the words of the extractor and the
+claim matcher, the reconciler's duplicate test), so that they all agree on when two
+texts are the same. Not by the content hash of exact repeats
+(:func:`contextos.types.content_hash`), which stays as stored records were hashed.
 """
 
 from __future__ import annotations
