@@ -292,3 +292,18 @@ def test_apply_in_a_session_changes_only_that_sessions_facts(
     (own,) = mem.add("I live in Madrid.", infer=True, session_id="s1")
     apply(Decision("DELETE", decision.candidate, own.id), mem.store, scope=own.scope)
     assert mem.get(own.id).valid_to is not None
+
+
+# -- diff review s58, D5: a long turn's parts fit the request as they are sent ----------
+@pytest.mark.parametrize(
+    "body", ["word " * 2000, '"a" ' * 2000, "\x01" * 3000, "\\" * 3000, "x\n" * 2000]
+)
+def test_a_long_turns_parts_fit_the_limit_escaped_as_sent(body: str) -> None:
+    """extract@2 sends each turn as JSON; a turn split on its raw text sent parts whose
+    escaped text passed the limit (864 tokens of control characters at a 300-token
+    limit), so a hostile turn could push a request past the model's window."""
+    extractor = LLMExtractor(ScriptedLLM([]), chunk_tokens=300)
+    limit = extractor.chunk_limit("unknown")
+    lines = [line for chunk in extractor.chunks([Message("user", body)]) for line in chunk]
+    assert len(lines) > 1
+    assert max(line.tokens for line in lines) <= limit

@@ -254,7 +254,10 @@ class LLMExtractor:
                 continue
             head = self.line(tid, speaker, "")
             room = max(1, limit - count(head) - count(shared) - 1)
-            pieces = split_text(turn.content, room, count) or [turn.content]
+            # Each piece counted as the prompt writes it: escaped as JSON under extract@2,
+            # a piece of control characters or backslashes was up to 3x its raw count
+            # (a 300-token limit sent an 864-token line: diff review s58, D5).
+            pieces = split_text(turn.content, room, self.sent_count) or [turn.content]
             log.info(  # the id as repr writes it: a newline in it forged a log record
                 "extraction: turn %r (%s tokens) is longer than a request's %s tokens of "
                 "conversation: sent in %d parts",
@@ -279,6 +282,14 @@ class LLMExtractor:
                 chunks.append([line])
                 size = line.tokens
         return chunks
+
+    def sent_count(self, text: str) -> int:
+        """Tokens of ``text`` as a line of the prompt carries it: JSON-escaped under a
+        prompt whose data is JSON (its quotes counted again: a token may join a quote to
+        the text beside it), else as it is."""
+        if self.prompt.data == "json":
+            return self.tokenizer.count(as_data(text))
+        return self.tokenizer.count(text)
 
     def line(self, tid: str, speaker: str, text: str) -> str:
         """One turn (or part of one) as the prompt writes it: a JSON object with its id,
