@@ -154,6 +154,34 @@ def test_a_read_only_database_a_later_version_migrated_says_to_upgrade(tmp_path:
     assert f"database schema version {version + 1} is newer than this contextos" in proc.stderr
 
 
+def test_a_read_only_database_of_version_17_is_read_as_it_is(tmp_path: Path) -> None:
+    """Schema 18 only adds an index (``memories_user_time``); a file at 17 this process
+    may not write was refused as "read-only and needs a schema upgrade" (diff review
+    s58). It is read as it is, and the documented way back from 18 (docs/server.md)
+    leaves such a file."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "m.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("I moved to Lisbon", user_id="ana")
+    with closing(sqlite3.connect(db)) as raw:
+        raw.executescript("DROP INDEX memories_user_time; PRAGMA user_version = 17;")
+        raw.execute("PRAGMA journal_mode = DELETE")  # no -wal or -shm left
+    folder.chmod(0o555)
+    try:
+        proc = subprocess.run(
+            _as_user([sys.executable, "-m", "contextos.cli", "list", "-u", "ana"]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db)},
+        )
+    finally:
+        folder.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    assert "I moved to Lisbon" in proc.stdout
+
+
 def test_serve_says_at_start_that_its_database_is_read_only(tmp_path: Path) -> None:
     """``contextos serve`` on a file it may not write started without a word; each add
     was the first sign, as a 503 "busy, retry" for ever (a review, after a restore left

@@ -84,7 +84,7 @@ from contextos.store.sqlite.codec import (
 )
 from contextos.store.sqlite.lexical_index import MAX_BLOCKS, LexicalIndex, LexRow
 from contextos.store.sqlite.owner_turns import FileTurns
-from contextos.store.sqlite.schema import MIGRATIONS, migrate, newer_schema
+from contextos.store.sqlite.schema import MIGRATIONS, READABLE_FROM, migrate, newer_schema
 from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.text.query import query_terms
 from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
@@ -1897,7 +1897,7 @@ def _open_read_only(path: str, folder_writable: bool) -> tuple[sqlite3.Connectio
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version > len(MIGRATIONS):  # a rollback opening a migrated file
             raise newer_schema(version)
-        if version != len(MIGRATIONS):
+        if version < READABLE_FROM:
             raise StoreError(f"database {path!r} is read-only and needs a schema upgrade")
     except BaseException:
         _release(held)

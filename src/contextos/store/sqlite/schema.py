@@ -475,6 +475,13 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+#: The oldest schema version this code reads without migrating it: the migrations after
+#: it only add indexes (V18), which no query needs. Why: a file this process may not
+#: write, at version 17, was refused as "read-only and needs a schema upgrade" although
+#: it had every table and column (a review, s58).
+READABLE_FROM = 17
+
+
 def newer_schema(version: int) -> Exception:
     """The error for a database a later contextos migrated (a rollback opening it)."""
     from contextos.errors import StoreError
