@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import pytest
 
 from agent_scripts import anthropic_text, anthropic_tool_use, tool_results
 from contextos import wrap
@@ -170,6 +172,48 @@ def test_earlier_search_answers_in_the_log_are_not_searched(tmp_path: Path) -> N
         assert (
             answers[-1] == answers[0] == search_answer(["[turn 0] user: My locker code is 4412."])
         )
+
+
+def _old_answer(answer: str) -> str:
+    """``answer`` as answers were logged before session 58: its entries, no markers."""
+    return "\n".join(answer.split("\n")[1:-1])
+
+
+@pytest.mark.parametrize(
+    "logged",
+    [
+        pytest.param(lambda a: a.replace("\n", "\r\n"), id="crlf"),
+        pytest.param(_old_answer, id="before-s58"),
+        pytest.param(lambda a: _old_answer(a).replace("\n", "\r\n"), id="before-s58-crlf"),
+    ],
+)
+def test_earlier_answers_logged_with_crlf_or_without_markers_are_not_searched(
+    tmp_path: Path, logged: Callable[[str], str]
+) -> None:
+    """An answer logged with CRLF line ends (a client normalising them) kept a ``\\r`` on
+    its marker lines, which then matched neither, and the answers nested again (3
+    answers: 1,068 characters, 7 tool hits, a review, s58). Answers logged before they
+    had markers were searched as any tool result, each quoted again beside the turn it
+    quoted (review s58 D4). An app's own lines in such a turn are still searched."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory:
+        session = Session(memory, "s", user_id="ana")
+        session.add(Message("user", "My locker code is 4412."), Message("assistant", "Noted."))
+        tools = scoped_tools(memory, user_id="ana", session_id="s")
+        first = tools.execute("conversation_search", {"query": "locker code"}).text
+        for i in range(3):
+            answer = tools.execute("conversation_search", {"query": "locker code"}).text
+            call = ToolCall(id=f"c{i}", name="conversation_search", arguments="{}")
+            session.add(
+                Message("assistant", "", tool_calls=(call,)),
+                Message(
+                    "tool", f"locker room B{i} opened\n" + logged(answer), tool_call_id=f"c{i}"
+                ),
+            )
+        last = tools.execute("conversation_search", {"query": "locker code"}).text
+        assert "[turn 0] user: My locker code is 4412." in last
+        assert last.count("My locker code") == 1  # no answer quoted again
+        assert "locker room B2 opened" in last  # the app's line beside it, found
+        assert first == search_answer(["[turn 0] user: My locker code is 4412."])
 
 
 def test_parallel_results_beside_a_search_answer_are_searched_not_its_answer(

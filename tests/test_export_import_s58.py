@@ -9,6 +9,7 @@ before ``list_snapshot`` existed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -324,3 +325,48 @@ def test_postgresql_restores_queue_past_lock_timeout_and_by_schema() -> None:
                 m.close()
         finally:
             slow.close()
+
+
+# -- session 58 diff review D1: a restored block or file beside the agent's live one ------
+
+
+def _block(i: int, label: str, **more: Any) -> dict[str, Any]:
+    return line(i, metadata={"source": "core_memory", "label": label}, **more)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_block_or_file_whose_label_or_path_is_held_live_is_a_conflict(
+    kind: str, tmp_path: Path
+) -> None:
+    """The agent reads the oldest record of a block label or file path (a newer one may be
+    forged), so an import must not store one beside a live record of exactly its scope:
+    a conflict, like an id stored otherwise, the same on every store and batch size. The
+    first of a label in the file holds it too; another scope's, or a closed one, is no
+    conflict."""
+    file = [
+        _block(1, "persona"),  # held by the live block: a conflict
+        _block(2, "human"),
+        _block(3, "human"),  # held by m2, earlier in the file: a conflict
+        _block(4, "persona", agent_id="bot"),  # the user's agent's block: another scope
+        _block(5, "persona", valid_to="2024-06-01T00:00:00Z"),  # closed: never read
+        line(6, metadata={"source": "memory_tool", "path": "/memories/a.md"}),  # held
+    ]
+    with contextlib.ExitStack() as stack:
+        if kind == "postgresql":
+            store: Any = stack.enter_context(postgres_store())
+        else:
+            store = SQLiteStore(tmp_path / "m.db")
+            stack.callback(store.close)
+        m = stack.enter_context(
+            Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+        )
+        m.add("live", user_id="u", metadata={"source": "core_memory", "label": "persona"})
+        m.add(
+            "/memories/a.md\nx",
+            user_id="u",
+            metadata={"source": "memory_tool", "path": "/memories/a.md"},
+        )
+        for size, added, already in ((None, 3, 0), (1, 0, 3)):  # run again a line a batch
+            report = m.import_records(file, batch_size=size)
+            assert (report.added, report.already) == (added, already)
+            assert sorted(report.conflict_ids) == ["m1", "m3", "m6"]

@@ -34,7 +34,7 @@ from ..engine.message_text import lone_surrogate_at
 from ..errors import Conflict, NotFound, quoted
 from ..types import MemoryRecord
 from .lock import LeaseLost, owner_lock, renew_lease
-from .owner import current_first, owned_records, owner_scope
+from .owner import oldest_first, owned_records, owner_scope
 
 #: The most characters of a refused argument a tool's error quotes back to the model.
 ECHOED_CHARS = 1000
@@ -117,15 +117,14 @@ class CoreMemory:
 
     # -- reading ----------------------------------------------------------------------
     def _stored(self) -> dict[str, CoreBlock]:
-        """The stored blocks by label; of duplicates (an older version's race, a backup
-        restored beside the live block) the last written (:func:`current_first`).
+        """The stored blocks by label; of duplicates (an older version's race) the oldest.
 
         A record tagged as a block without a valid label is skipped: anyone who may
         add memories (an API key holder, a model through MCP ``add_memory``) can
         forge the tag, and one such record must not break every core read.
         """
         out: dict[str, CoreBlock] = {}
-        for r in current_first(list(owned_records(self.memory, self.scope, SOURCE))):
+        for r in oldest_first(list(owned_records(self.memory, self.scope, SOURCE))):
             label = r.metadata.get("label")
             if not _valid_label(label) or label in out:
                 continue

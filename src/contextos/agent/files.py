@@ -16,8 +16,8 @@ it would resolve inside ``/memories``, and a file holds at most
 
 A command that writes runs under the owner's lock (:mod:`contextos.agent.lock`):
 two creates of one path make one file, two edits of one file both land. Of
-duplicates (an older version's race, a backup restored beside the live file), the
-last written is the file; a write to it or a delete removes the others.
+duplicates an older version's race left, the oldest is the file; a write to it
+or a delete removes the others.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ..store.records import refuse_nul
 from ..types import MemoryRecord
 from .core_memory import ECHOED_CHARS
 from .lock import LeaseLost, owner_lock, renew_lease
-from .owner import current_first, owned_records, owner_scope
+from .owner import oldest_first, owned_records, owner_scope
 from .paths import (
     MAX_PATH_CHARS,
     ROOT,
@@ -154,8 +154,7 @@ class MemoryFile:
     """One file: its normalised path, its exact content, and the memory holding it.
 
     ``shadowed``: other memories holding the same path (duplicates an older version
-    created in a race, a backup restored beside it); the last written is the file
-    (``owner.current_first``), a write or delete removes the rest.
+    created in a race); the oldest is the file, a write or delete removes the rest.
     """
 
     path: str
@@ -210,7 +209,7 @@ class MemoryFiles:
         """Every file in this scope, one per path, sorted by path."""
         by_path: dict[str, MemoryFile] = {}
         ids: set[str] = set()
-        for r in current_first(list(owned_records(self.memory, self.scope, SOURCE))):
+        for r in oldest_first(list(owned_records(self.memory, self.scope, SOURCE))):
             path = _stored_path(r)
             # A record read twice (a store paging unevenly) is not a duplicate of itself:
             # its id among the shadowed ones purged the file at its next write.

@@ -80,24 +80,21 @@ def owned_records(memory: Memory, scope: Scope, source: str) -> Iterator[MemoryR
         after = page.next_after
 
 
-def current_first(records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
-    """``records`` the last written first (``updated_at``, else ``created_at``; ties by
-    id): among several records of one block or file, the first is the current one, the
-    same one every time.
+def oldest_first(records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
+    """``records`` oldest first (ties by id): the order that picks, among duplicates
+    of one block or file (left by older versions' races), the same one every time.
 
-    Why the last written: a backup restored into the live store (``Memory.import_records``,
-    ``contextos import``) brings back the block or file as it was, under its old id and
-    times, beside the one the agent has written since under a new id. Read oldest first
-    (the rule for older versions' race duplicates), the restored one was read, and the
-    agent's next edit of the file removed the live one (a review, s57). Why not by
-    creation: a rename keeps a file's record, and its creation time, so the file renamed
-    onto a path read older than a restored file that once had that path."""
+    Why the oldest, not the last written: the tag that makes a record a block or a file
+    is plain metadata that anyone who may add memories in the owner's scope can write
+    (``add`` over HTTP, MCP ``add_memory``); read newest first, such a record replaced
+    the agent's block or file, and the agent's next edit erased the real file (review
+    s58). A backup restored beside the live block or file is kept out at import
+    instead (``memory.transfer``: a conflict)."""
 
     def key(r: MemoryRecord) -> tuple[float, str]:
-        written = r.updated_at or r.created_at
-        return (-written.timestamp() if written else float("inf"), r.id)
+        return (r.created_at.timestamp() if r.created_at else float("inf"), r.id)
 
     return sorted(records, key=key)
 
 
-__all__ = ["PAGE", "current_first", "owned", "owned_records", "owner_filter", "owner_scope"]
+__all__ = ["PAGE", "oldest_first", "owned", "owned_records", "owner_filter", "owner_scope"]

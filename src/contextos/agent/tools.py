@@ -221,6 +221,9 @@ ANSWER_OPENS = "[conversation_search results]"
 ANSWER_CLOSES = "[end of conversation_search results]"
 #: The body of a ``conversation_search`` answer that found nothing.
 _NO_MATCH = "No earlier messages matched."
+#: The head of an entry of a ``conversation_search`` answer (:func:`entry`): how an
+#: answer logged before it had :data:`ANSWER_OPENS` is told.
+_ANSWER_ENTRY = re.compile(r"\[turn \d+\] (?:user|assistant|tool): ")
 
 
 def search_answer(entries: Sequence[str]) -> str:
@@ -232,7 +235,9 @@ def search_answer(entries: Sequence[str]) -> str:
 def _without_own_answers(content: str) -> str:
     """A tool turn's text without the earlier ``conversation_search`` answers in it:
     each run of lines from an :data:`ANSWER_OPENS` line to the next
-    :data:`ANSWER_CLOSES` line, both included.
+    :data:`ANSWER_CLOSES` line, both included (a line's trailing ``\\r`` aside). A turn
+    with neither line (answers logged before session 58 had none) loses the lines shaped
+    as those answers were (:func:`_without_unmarked_answers`).
 
     Why: an answer only quotes turns the search finds themselves; searched, the answers
     quoted each other, several levels deep (218 grew to 3,614 characters of echoes, a
@@ -244,23 +249,57 @@ def _without_own_answers(content: str) -> str:
     the two (every quoted line follows an entry's head or is indented, :func:`entry`),
     so the one rule is exact for an answer, and an app's line equal to the opening one
     leaves out nothing unless an answer's closing line follows it with no opening line
-    between. Answers logged before they had these lines are searched as any tool
-    text."""
-    if ANSWER_OPENS not in content:
-        return content
+    between. Why the ``\\r`` aside: a turn logged with CRLF line ends (a client that
+    normalises them) kept ``\\r`` on each line, no line equalled a marker, and the
+    answers nested again (a review, s58)."""
+    if ANSWER_OPENS in content or ANSWER_CLOSES in content:
+        lines = content.split("\n")
+        if any(line.removesuffix("\r") in (ANSWER_OPENS, ANSWER_CLOSES) for line in lines):
+            return _without_marked_answers(lines)
+    return _without_unmarked_answers(content)
+
+
+def _without_marked_answers(lines: list[str]) -> str:
+    """``lines`` joined, without each run from an opening line to the next closing one."""
     kept: list[str] = []
     held: list[str] | None = None  # the lines since an opening line, if any
-    for line in content.split("\n"):
+    for raw in lines:
+        line = raw.removesuffix("\r")
         if line == ANSWER_OPENS:
             kept += held or ()
-            held = [line]
+            held = [raw]
         elif held is None:
-            kept.append(line)
+            kept.append(raw)
         elif line == ANSWER_CLOSES:
             held = None
         else:
-            held.append(line)
+            held.append(raw)
     kept += held or ()
+    return "\n".join(kept)
+
+
+def _without_unmarked_answers(content: str) -> str:
+    """``content`` without the lines of answers logged before they had opening and
+    closing lines: an entry (``[turn N] role: `` and the lines after it that start with
+    :data:`CONTINUED`), and a "nothing matched" line (the rule of before session 58).
+
+    Why: without it, every answer of a session logged before the upgrade was searched as
+    a tool result, and the next answer quoted each of them beside the turn they quoted,
+    crowding its five places (a review, s58). A tool's own line shaped like an entry is
+    left out too, as it was before; only turns with no marker line are read so."""
+    if "[turn " not in content and _NO_MATCH not in content:
+        return content
+    kept: list[str] = []
+    in_answer = False
+    for raw in content.split("\n"):
+        line = raw.removesuffix("\r")
+        if _ANSWER_ENTRY.match(line):
+            in_answer = True
+        elif line == _NO_MATCH:
+            in_answer = False
+        elif not (in_answer and line.startswith(CONTINUED)):
+            in_answer = False
+            kept.append(raw)
     return "\n".join(kept)
 
 

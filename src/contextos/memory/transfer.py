@@ -24,7 +24,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..engine.message_text import check_unicode
@@ -71,6 +71,10 @@ RECORD_KEYS = frozenset({*MemoryRecord("", "").to_dict(), "context"})
 _TIMES = ("created_at", "updated_at", "event_time", "valid_from", "valid_to")
 #: The most conflicting ids an :class:`ImportReport` lists (it counts them all).
 CONFLICTS_LISTED = 100
+#: The metadata ``source`` values that make a record an agent's core memory block or
+#: memory-tool file, each with the key that names it (``agent.core_memory.SOURCE`` and
+#: ``agent.files.SOURCE``; the agent reads the oldest record of a label or path).
+AGENT_KEYS = {"core_memory": "label", "memory_tool": "path"}
 
 
 @dataclass
@@ -78,8 +82,10 @@ class ImportReport:
     """What :meth:`Memory.import_records` did: ``added`` records stored, ``already``
     found stored exactly as the file has them (a second import of one file: all of
     them), ``conflicts`` the records whose id is stored with other content (changed
-    since the export, or another memory's id) or, on SQLite, in another tenant; those
-    are left as stored, never overwritten. ``conflict_ids`` lists the first
+    since the export, or another memory's id) or, on SQLite, in another tenant, and
+    the agent's blocks and files whose label or path the scope already holds live
+    (:func:`_beside_live`); those are left as stored, never overwritten, and
+    those not stored. ``conflict_ids`` lists the first
     :data:`CONFLICTS_LISTED` of them."""
 
     added: int = 0
@@ -227,7 +233,12 @@ def import_records(
 
     def flush() -> None:
         try:
-            _restore(store, [(n, counted(r)) for n, r in batch.values()], report)
+            taken = _beside_live(store, [r for _, r in batch.values()])
+            for record_id in taken:
+                _conflict(report, record_id)
+            kept = [(n, counted(r)) for n, r in batch.values() if r.id not in taken]
+            if kept:
+                _restore(store, kept, report)
         finally:
             batch.clear()
         stored(report)
@@ -500,9 +511,65 @@ def _tally(report: ImportReport, stored: MemoryRecord | None, record: MemoryReco
     if stored is not None and _same(stored, record):
         report.already += 1
         return
+    _conflict(report, record.id)
+
+
+def _conflict(report: ImportReport, record_id: str) -> None:
     report.conflicts += 1
     if len(report.conflict_ids) < CONFLICTS_LISTED:
-        report.conflict_ids.append(record.id)
+        report.conflict_ids.append(record_id)
+
+
+def _beside_live(store: Store, records: list[MemoryRecord]) -> set[str]:
+    """The ids of ``records`` that are a current core memory block or memory-tool file
+    (:data:`AGENT_KEYS`) whose label or path another current record of exactly their
+    scope already holds: in the store, or earlier in ``records``. Such a record is a
+    conflict, not stored; one whose own id is stored goes on to the id check.
+
+    Why: a backup restored into the live store brought back, under its old id and
+    times, a block or file the agent had deleted and written again since; the agent
+    reads the oldest record of a label or path, so it read the backup's, and its next
+    edit of the file erased the live one (review s57). Reading the newest instead let
+    anyone who may add a memory in the scope (``add`` over HTTP, MCP ``add_memory``)
+    replace the agent's block or file by tagging it so (review s58)."""
+    now = datetime.now(UTC)
+    held: set[tuple[tuple[str | None, ...], str, str]] = set()
+    out: set[str] = set()
+    for record in records:
+        source = record.metadata.get("source")
+        key = AGENT_KEYS.get(source) if isinstance(source, str) else None
+        name = record.metadata.get(key) if key else None
+        if not isinstance(source, str) or key is None or not isinstance(name, str):
+            continue
+        if not _current(record, now):
+            continue
+        where = (record.scope.within_tenant(), key, name)
+        holders = _holders(store, record.scope, {"source": source, key: name})
+        if record.id not in holders and (holders or where in held):
+            out.add(record.id)
+        else:
+            held.add(where)
+    return out
+
+
+def _current(record: MemoryRecord, now: datetime) -> bool:
+    """Whether ``record`` is valid at ``now`` (what a read without ``include_invalid``
+    finds)."""
+    return record.valid_to is None or record.valid_to > now
+
+
+def _holders(store: Store, scope: Scope, metadata: dict[str, str]) -> set[str]:
+    """The ids of the current records of exactly ``scope`` with this ``metadata``."""
+    flt = Filter(scope=scope, metadata=metadata, no_user=scope.user_id is None)
+    exact = scope.within_tenant()
+    return {
+        record.id
+        for rows in pages_after(
+            lambda after: store.list_after(flt, after=after, limit=BATCH, max_bytes=PAGE_BYTES)
+        )
+        for record, _key in rows
+        if record.scope.within_tenant() == exact
+    }
 
 
 def _same(stored: MemoryRecord, record: MemoryRecord) -> bool:
