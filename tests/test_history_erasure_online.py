@@ -75,6 +75,7 @@ class Backend:
         self.sql("DROP INDEX memories_type_user")  # the later migration's (SQLite V15, PG V13)
         self.sql("DROP INDEX memories_type_agent")
         if self.kind == "sqlite":
+            self.sql("DROP INDEX memories_user_time")  # SQLite V18's
             self.sql(f"PRAGMA user_version = {BEFORE_SQLITE}")
         else:
             self.sql(f"DELETE FROM schema_version WHERE version > {BEFORE_POSTGRES}")
@@ -255,6 +256,7 @@ def test_the_sqlite_file_set_back_has_the_schema_of_the_release_before(tmp_path:
     new("ALTER TABLE history DROP COLUMN session_id")
     new("DROP INDEX memories_type_user")  # V15's
     new("DROP INDEX memories_type_agent")
+    new("DROP INDEX memories_user_time")  # V18's
     listing = "SELECT type, name, sql FROM sqlite_master ORDER BY 2"
     assert new(listing) == sqlite_sql(tmp_path / "old.db")(listing)
 

@@ -8,12 +8,14 @@ Debian's chromium (playwright) against a real server on loopback over a SQLite f
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from contextos.testing.embedders import HashEmbedder
@@ -288,16 +290,34 @@ def test_a_throttled_address_is_not_blamed_on_the_key(server: LiveServer, browse
         if resp.status_code == 429:
             break
         assert resp.status_code == 401 and guesses < 200, resp.text
+    # The address earns an attempt back each second: a page slower than that to load
+    # (a loaded machine) was let in. Keep it throttled until the page has asked.
+    stop = threading.Event()
+    holder = threading.Thread(target=_keep_throttled, args=(server.base, stop), daemon=True)
+    holder.start()
     context, page = new_page(browser, key)
     try:
         page.goto(f"{server.base}/ui?user_id=x")
         page.wait_for_selector("#error:not([hidden])")
         message = page.inner_text("#error")
     finally:
+        stop.set()
+        holder.join()
         context.close()
         time.sleep(retry_after_s(server))  # the other tests of the module sign in after it
     assert "for this key" not in message, message
     assert "network address" in message and "failed" in message, message
+
+
+def _keep_throttled(base: str, stop: threading.Event) -> None:
+    """A wrong key from the loopback every 0.2 s until ``stop``: each attempt the
+    address earns back is spent at once."""
+    with httpx.Client(base_url=base) as client:
+        n = 0
+        while not stop.is_set():
+            client.get("/v1/memories?user_id=x", headers=auth(f"ctx_hold{n}"))
+            n += 1
+            stop.wait(0.2)
 
 
 def retry_after_s(server: LiveServer) -> float:
