@@ -126,6 +126,21 @@ def test_the_cli_searches_a_read_only_database(read_only_db: Path) -> None:
     assert run_cli("list", "-u", "ana", db=read_only_db).returncode == 0
 
 
+def _list_in_read_only_folder(db: Path) -> subprocess.CompletedProcess[str]:
+    """``contextos list -u ana`` of ``db``, its folder made read-only meanwhile."""
+    db.parent.chmod(0o555)
+    try:
+        return subprocess.run(
+            _as_user([sys.executable, "-m", "contextos.cli", "list", "-u", "ana"]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db)},
+        )
+    finally:
+        db.parent.chmod(0o755)
+
+
 def test_a_read_only_database_a_later_version_migrated_says_to_upgrade(tmp_path: Path) -> None:
     """A rollback opening, read-only, a file a later contextos migrated: it said "is
     read-only and needs a schema upgrade" (it does not: this contextos is too old), as
@@ -139,17 +154,7 @@ def test_a_read_only_database_a_later_version_migrated_says_to_upgrade(tmp_path:
         (version,) = raw.execute("PRAGMA user_version").fetchone()
         raw.execute(f"PRAGMA user_version = {version + 1}")
         raw.execute("PRAGMA journal_mode = DELETE")  # no -wal or -shm left
-    folder.chmod(0o555)
-    try:
-        proc = subprocess.run(
-            _as_user([sys.executable, "-m", "contextos.cli", "list", "-u", "ana"]),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db)},
-        )
-    finally:
-        folder.chmod(0o755)
+    proc = _list_in_read_only_folder(db)
     assert proc.returncode == 1, proc.stderr
     assert f"database schema version {version + 1} is newer than this contextos" in proc.stderr
 
@@ -167,17 +172,7 @@ def test_a_read_only_database_of_version_17_is_read_as_it_is(tmp_path: Path) -> 
     with closing(sqlite3.connect(db)) as raw:
         raw.executescript("DROP INDEX memories_user_time; PRAGMA user_version = 17;")
         raw.execute("PRAGMA journal_mode = DELETE")  # no -wal or -shm left
-    folder.chmod(0o555)
-    try:
-        proc = subprocess.run(
-            _as_user([sys.executable, "-m", "contextos.cli", "list", "-u", "ana"]),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db)},
-        )
-    finally:
-        folder.chmod(0o755)
+    proc = _list_in_read_only_folder(db)
     assert proc.returncode == 0, proc.stderr
     assert "I moved to Lisbon" in proc.stdout
 
