@@ -185,6 +185,7 @@ def _old_answer(answer: str) -> str:
         pytest.param(lambda a: a.replace("\n", "\r\n"), id="crlf"),
         pytest.param(_old_answer, id="before-s58"),
         pytest.param(lambda a: _old_answer(a).replace("\n", "\r\n"), id="before-s58-crlf"),
+        pytest.param(lambda a: a.replace("\n", " \n", 1), id="opening-line-padded"),
     ],
 )
 def test_earlier_answers_logged_with_crlf_or_without_markers_are_not_searched(

@@ -307,3 +307,14 @@ def test_a_long_turns_parts_fit_the_limit_escaped_as_sent(body: str) -> None:
     lines = [line for chunk in extractor.chunks([Message("user", body)]) for line in chunk]
     assert len(lines) > 1
     assert max(line.tokens for line in lines) <= limit
+
+
+def test_a_turn_of_whitespace_alone_is_not_sent_whole() -> None:
+    """Split into nothing, a turn of 20,000 tabs was sent as it was: one 20,018-token
+    line at a 300-token limit (round-2 review s58)."""
+    extractor = LLMExtractor(ScriptedLLM([]), chunk_tokens=300)
+    limit = extractor.chunk_limit("unknown")
+    lines = [
+        line for chunk in extractor.chunks([Message("user", "\n\t" * 20_000)]) for line in chunk
+    ]
+    assert max(line.tokens for line in lines) <= limit

@@ -251,10 +251,12 @@ def _without_own_answers(content: str) -> str:
     leaves out nothing unless an answer's closing line follows it with no opening line
     between. Why the ``\\r`` aside: a turn logged with CRLF line ends (a client that
     normalises them) kept ``\\r`` on each line, no line equalled a marker, and the
-    answers nested again (a review, s58)."""
+    answers nested again (a review, s58); so did an opening line with a trailing space
+    (a client that pads lines). Leading space is not put aside: an answer's quoted lines
+    are indented, so none of them can be taken for a marker."""
     if ANSWER_OPENS in content or ANSWER_CLOSES in content:
         lines = content.split("\n")
-        if any(line.removesuffix("\r") in (ANSWER_OPENS, ANSWER_CLOSES) for line in lines):
+        if any(line.rstrip() in (ANSWER_OPENS, ANSWER_CLOSES) for line in lines):
             return _without_marked_answers(lines)
     return _without_unmarked_answers(content)
 
@@ -264,7 +266,7 @@ def _without_marked_answers(lines: list[str]) -> str:
     kept: list[str] = []
     held: list[str] | None = None  # the lines since an opening line, if any
     for raw in lines:
-        line = raw.removesuffix("\r")
+        line = raw.rstrip()
         if line == ANSWER_OPENS:
             kept += held or ()
             held = [raw]

@@ -257,7 +257,9 @@ class LLMExtractor:
             # Each piece counted as the prompt writes it: escaped as JSON under extract@2,
             # a piece of control characters or backslashes was up to 3x its raw count
             # (a 300-token limit sent an 864-token line: diff review s58, D5).
-            pieces = split_text(turn.content, room, self.sent_count) or [turn.content]
+            # A turn of whitespace alone splits into nothing: sent as its one blank
+            # piece, not whole (20,000 tabs were one 20,018-token line; a review, s58).
+            pieces = split_text(turn.content, room, self.sent_count) or [""]
             log.info(  # the id as repr writes it: a newline in it forged a log record
                 "extraction: turn %r (%s tokens) is longer than a request's %s tokens of "
                 "conversation: sent in %d parts",
