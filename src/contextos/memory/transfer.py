@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -233,12 +234,14 @@ def import_records(
 
     def flush() -> None:
         try:
-            taken = _beside_live(store, [r for _, r in batch.values()])
-            for record_id in taken:
-                _conflict(report, record_id)
-            kept = [(n, counted(r)) for n, r in batch.values() if r.id not in taken]
-            if kept:
-                _restore(store, kept, report)
+            records = [r for _, r in batch.values()]
+            with _agents_locked(store, records):  # the check and the restore as one step
+                taken = _beside_live(store, records)
+                for record_id in taken:
+                    _conflict(report, record_id)
+                kept = [(n, counted(r)) for n, r in batch.values() if r.id not in taken]
+                if kept:
+                    _restore(store, kept, report)
         finally:
             batch.clear()
         stored(report)
@@ -523,33 +526,53 @@ def _conflict(report: ImportReport, record_id: str) -> None:
 def _beside_live(store: Store, records: list[MemoryRecord]) -> set[str]:
     """The ids of ``records`` that are a current core memory block or memory-tool file
     (:data:`AGENT_KEYS`) whose label or path another current record of exactly their
-    scope already holds: in the store, or earlier in ``records``. Such a record is a
-    conflict, not stored; one whose own id is stored goes on to the id check.
+    scope already holds: in the store, or a record earlier in ``records`` that will be
+    stored (its id not stored yet). Such a record is a conflict, not stored; one whose
+    own id is stored goes on to the id check.
 
     Why: a backup restored into the live store brought back, under its old id and
     times, a block or file the agent had deleted and written again since; the agent
     reads the oldest record of a label or path, so it read the backup's, and its next
     edit of the file erased the live one (review s57). Reading the newest instead let
     anyone who may add a memory in the scope (``add`` over HTTP, MCP ``add_memory``)
-    replace the agent's block or file by tagging it so (review s58)."""
+    replace the agent's block or file by tagging it so (review s58).
+
+    Why one listing per scope and source (:func:`_holders`), and a name held only by a
+    record whose id is new: a query per record read every record of its user each time
+    (the metadata filter has no index on SQLite: 29 s instead of about 6 for 50,000
+    records and 1,000 files), and a record refused by its id held its name all the same,
+    so a later one of that name was refused in one batch and stored in the next (the
+    result depended on the batch size: review s58, round 2)."""
     now = datetime.now(UTC)
+    tagged = [(r, tag) for r in records if (tag := _tag(r)) is not None and _current(r, now)]
+    if not tagged:
+        return set()
+    stored = {r.id for r in store.get_many(tagged[0][0].scope.tenant, [r.id for r, _ in tagged])}
+    listed: dict[tuple[tuple[str | None, ...], str], dict[str, set[str]]] = {}
     held: set[tuple[tuple[str | None, ...], str, str]] = set()
     out: set[str] = set()
-    for record in records:
-        source = record.metadata.get("source")
-        key = AGENT_KEYS.get(source) if isinstance(source, str) else None
-        name = record.metadata.get(key) if key else None
-        if not isinstance(source, str) or key is None or not isinstance(name, str):
-            continue
-        if not _current(record, now):
-            continue
-        where = (record.scope.within_tenant(), key, name)
-        holders = _holders(store, record.scope, {"source": source, key: name})
+    for record, (source, key, name) in tagged:
+        exact = record.scope.within_tenant()
+        if (exact, source) not in listed:
+            listed[exact, source] = _holders(store, record.scope, source, key)
+        holders = listed[exact, source].get(name, set())
+        where = (exact, key, name)
         if record.id not in holders and (holders or where in held):
             out.add(record.id)
-        else:
+        elif record.id not in stored:
             held.add(where)
     return out
+
+
+def _tag(record: MemoryRecord) -> tuple[str, str, str] | None:
+    """A block's or file's ``(source, key, name)`` (``("core_memory", "label",
+    "persona")``), or None for any other record."""
+    source = record.metadata.get("source")
+    key = AGENT_KEYS.get(source) if isinstance(source, str) else None
+    name = record.metadata.get(key) if key else None
+    if not isinstance(source, str) or key is None or not isinstance(name, str):
+        return None
+    return source, key, name
 
 
 def _current(record: MemoryRecord, now: datetime) -> bool:
@@ -558,18 +581,50 @@ def _current(record: MemoryRecord, now: datetime) -> bool:
     return record.valid_to is None or record.valid_to > now
 
 
-def _holders(store: Store, scope: Scope, metadata: dict[str, str]) -> set[str]:
-    """The ids of the current records of exactly ``scope`` with this ``metadata``."""
-    flt = Filter(scope=scope, metadata=metadata, no_user=scope.user_id is None)
+def _holders(store: Store, scope: Scope, source: str, key: str) -> dict[str, set[str]]:
+    """The ids of the current records of exactly ``scope`` whose metadata ``source`` is
+    ``source``, by their ``key`` (label or path): one walk, as ``agent.owner`` reads them."""
+    flt = Filter(scope=scope, metadata={"source": source}, no_user=scope.user_id is None)
     exact = scope.within_tenant()
-    return {
-        record.id
-        for rows in pages_after(
-            lambda after: store.list_after(flt, after=after, limit=BATCH, max_bytes=PAGE_BYTES)
-        )
-        for record, _key in rows
-        if record.scope.within_tenant() == exact
-    }
+    by_name: dict[str, set[str]] = {}
+    for rows in pages_after(
+        lambda after: store.list_after(flt, after=after, limit=BATCH, max_bytes=PAGE_BYTES)
+    ):
+        for record, _key in rows:
+            name = record.metadata.get(key)
+            if record.scope.within_tenant() == exact and isinstance(name, str):
+                by_name.setdefault(name, set()).add(record.id)
+    return by_name
+
+
+#: The owner lock (``agent.lock``) the agent takes to write each kind of record.
+_LOCKS = {"core_memory": "core", "memory_tool": "files"}
+
+
+@contextmanager
+def _agents_locked(store: Store, records: list[MemoryRecord]) -> Iterator[None]:
+    """Hold the agent's lock of each owner scope (a user and/or an agent, no session)
+    and kind that a block or file of ``records`` is in, in one order (no two importers
+    wait on each other).
+
+    Why: the check for a live block or file ran outside the lock the agent writes
+    under, so a file the agent created between the check and the restore stood beside
+    the backup's older one, which the agent then read and edited, erasing its own
+    (review s58, round 2). Ordinary records take no lock."""
+    from ..agent.lock import owner_lock  # the agent package imports this one
+
+    owners = sorted(
+        {
+            (r.scope.user_id or "", r.scope.agent_id or "", _LOCKS[tag[0]], r.scope)
+            for r in records
+            if r.scope.session_id is None and (tag := _tag(r)) is not None
+        },
+        key=lambda o: o[:3],
+    )
+    with ExitStack() as stack:
+        for _user, _agent, kind, scope in owners:
+            stack.enter_context(owner_lock(store, scope, kind))
+        yield
 
 
 def _same(stored: MemoryRecord, record: MemoryRecord) -> bool:
