@@ -336,6 +336,19 @@ def _block(i: int, label: str, **more: Any) -> dict[str, Any]:
     return line(i, metadata={"source": "core_memory", "label": label}, **more)
 
 
+def _memory_on(kind: str, tmp_path: Path, stack: contextlib.ExitStack) -> Memory:
+    """A Memory on a fresh store of ``kind`` (SQLite file or PostgreSQL schema), both
+    closed with ``stack``."""
+    if kind == "postgresql":
+        store: Any = stack.enter_context(postgres_store())
+    else:
+        store = SQLiteStore(tmp_path / "m.db")
+        stack.callback(store.close)
+    return stack.enter_context(
+        Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+    )
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_a_block_or_file_whose_label_or_path_is_held_live_is_a_conflict(
     kind: str, tmp_path: Path
@@ -354,14 +367,7 @@ def test_a_block_or_file_whose_label_or_path_is_held_live_is_a_conflict(
         line(6, metadata={"source": "memory_tool", "path": "/memories/a.md"}),  # held
     ]
     with contextlib.ExitStack() as stack:
-        if kind == "postgresql":
-            store: Any = stack.enter_context(postgres_store())
-        else:
-            store = SQLiteStore(tmp_path / "m.db")
-            stack.callback(store.close)
-        m = stack.enter_context(
-            Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
-        )
+        m = _memory_on(kind, tmp_path, stack)
         m.add("live", user_id="u", metadata={"source": "core_memory", "label": "persona"})
         m.add(
             "/memories/a.md\nx",
@@ -402,14 +408,7 @@ def test_an_import_waits_for_the_agent_holding_the_owner_lock(kind: str, tmp_pat
     and writes the file as it would (the agent's tag)."""
     path, tag = "/memories/notes.md", {"source": "memory_tool", "path": "/memories/notes.md"}
     with contextlib.ExitStack() as stack:
-        if kind == "postgresql":
-            store: Any = stack.enter_context(postgres_store())
-        else:
-            store = SQLiteStore(tmp_path / "m.db")
-            stack.callback(store.close)
-        m = stack.enter_context(
-            Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
-        )
+        m = _memory_on(kind, tmp_path, stack)
         MemoryFiles(m, user_id="u").create(path, "old plan")
         backup = list(m.export(user_id="u"))
         MemoryFiles(m, user_id="u").delete(path)

@@ -126,6 +126,15 @@ def test_the_cli_searches_a_read_only_database(read_only_db: Path) -> None:
     assert run_cli("list", "-u", "ana", db=read_only_db).returncode == 0
 
 
+def _lisbon_db(tmp_path: Path) -> Path:
+    """A database in a folder of its own holding one memory of ana's."""
+    (tmp_path / "ro").mkdir()
+    db = tmp_path / "ro" / "m.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("I moved to Lisbon", user_id="ana")
+    return db
+
+
 def _list_in_read_only_folder(db: Path) -> subprocess.CompletedProcess[str]:
     """``contextos list -u ana`` of ``db``, its folder made read-only meanwhile."""
     db.parent.chmod(0o555)
@@ -145,11 +154,7 @@ def test_a_read_only_database_a_later_version_migrated_says_to_upgrade(tmp_path:
     """A rollback opening, read-only, a file a later contextos migrated: it said "is
     read-only and needs a schema upgrade" (it does not: this contextos is too old), as
     the writable open says "newer than this contextos understands" (a review)."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    db = folder / "m.db"
-    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
-        m.add("I moved to Lisbon", user_id="ana")
+    db = _lisbon_db(tmp_path)
     with closing(sqlite3.connect(db)) as raw:
         (version,) = raw.execute("PRAGMA user_version").fetchone()
         raw.execute(f"PRAGMA user_version = {version + 1}")
@@ -164,11 +169,7 @@ def test_a_read_only_database_of_version_17_is_read_as_it_is(tmp_path: Path) -> 
     may not write was refused as "read-only and needs a schema upgrade" (diff review
     s58). It is read as it is, and the documented way back from 18 (docs/server.md)
     leaves such a file."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    db = folder / "m.db"
-    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
-        m.add("I moved to Lisbon", user_id="ana")
+    db = _lisbon_db(tmp_path)
     with closing(sqlite3.connect(db)) as raw:
         raw.executescript("DROP INDEX memories_user_time; PRAGMA user_version = 17;")
         raw.execute("PRAGMA journal_mode = DELETE")  # no -wal or -shm left
