@@ -6,8 +6,12 @@ import gc
 import json
 import os
 import signal
+import socket
+import sys
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -78,6 +82,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.stem in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+
+
+#: Every socket this process made (``socket.__new__``'s audit event), weakly held: the
+#: check below finds the ones a module left open for the garbage collector.
+_SOCKETS: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
+def _track_sockets(event: str, args: tuple[Any, ...]) -> None:
+    if event == "socket.__new__" and isinstance(args[0], socket.socket):
+        _SOCKETS.add(args[0])
+
+
+sys.addaudithook(_track_sockets)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After each module's last test (its fixtures torn down): fail it if a socket it
+    left open was only closed, if at all, by the garbage collector.
+
+    Why: an SDK client never closed holds its socket in a reference cycle; whichever
+    later collection finds it may finalize the socket before the client closes it, and
+    that ``ResourceWarning`` (an error here) failed some other module's test, at random
+    and on another worker (CI, sessions 58 and 59). Checked here, the module that leaked
+    it fails, every run, whatever order the collector finalizes in. Once a module, not
+    once a test: a full collection costs tens of milliseconds."""
+    if nextitem is not None and nextitem.path == item.path:
+        return
+    open_ones = [(weakref.ref(s), repr(s)) for s in list(_SOCKETS) if s.fileno() != -1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # reported below, by module
+        gc.collect()
+    leaked = [shown for ref, shown in open_ones if ref() is None]
+    assert not leaked, f"{item.path.name} left sockets open for the garbage collector: {leaked}"
 
 
 def postgres_url() -> str | None:

@@ -157,11 +157,23 @@ class Pair:
     def anthropic_sent(self) -> dict[str, Any]:
         return dict(self.fa.messages_requests()[-1].json())
 
+    def close(self) -> None:
+        """Close both SDK clients. Why: an SDK client holds a reference cycle, so one left
+        open is closed by the garbage collector, at some later test, and its socket may be
+        finalized before the client closes it (a ``ResourceWarning`` that failed that
+        other test, at random)."""
+        self.a.close()
+        self.o.close()
+
 
 @pytest.fixture
 def pair(memory: Memory) -> Iterator[Pair]:
     with FakeAnthropic() as fa, FakeOpenAI() as fo:
-        yield Pair(memory, fa, fo)
+        both = Pair(memory, fa, fo)
+        try:
+            yield both
+        finally:
+            both.close()
 
 
 def _parallel_calls_then(text: str) -> Any:
@@ -451,13 +463,12 @@ def test_overlapping_calls_remember_both_questions(memory: Memory, kinds: str) -
             messages = [{"role": "user", "content": question}]
             if kind == "a":
                 c = anthropic.Anthropic(base_url=fa.base_url, api_key="t", max_retries=0)
-                w = wrap(c, memory=memory, session="shared", user_id="ana")
-                w.messages.create(model=CLAUDE, max_tokens=100, messages=messages)
+                with wrap(c, memory=memory, session="shared", user_id="ana") as w:
+                    w.messages.create(model=CLAUDE, max_tokens=100, messages=messages)
             else:
-                c = openai.OpenAI(base_url=fo.base_url, api_key="t", max_retries=0)
-                w = wrap(c, memory=memory, session="shared", user_id="ana")
-                w.chat.completions.create(model=GPT, max_tokens=100, messages=messages)
-            w.flush()
+                o = openai.OpenAI(base_url=fo.base_url, api_key="t", max_retries=0)
+                with wrap(o, memory=memory, session="shared", user_id="ana") as w:
+                    w.chat.completions.create(model=GPT, max_tokens=100, messages=messages)
 
         first = threading.Thread(target=call, args=(kinds[0], "QUESTION-ONE peanuts"))
         second = threading.Thread(target=call, args=(kinds[1], "QUESTION-TWO my sister is Rita"))

@@ -22,6 +22,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -169,8 +170,11 @@ def test_closing_a_stream_returns_while_the_previous_commit_is_held(
 ) -> None:
     reader = ThreadPoolExecutor(1, thread_name_prefix="tab-1")
     try:
-        with _fake(kind, lambda b: "You said: a long story, in many words") as fake:
-            client = wrap(_sdk(kind, fake), memory=memory, session="chat", user_id="ana")
+        with (
+            _fake(kind, lambda b: "You said: a long story, in many words") as fake,
+            closing(_sdk(kind, fake)) as sdk,
+        ):
+            client = wrap(sdk, memory=memory, session="chat", user_id="ana")
             read = _stream_cut_behind_a_held_commit(kind, gated, client, reader)
             gated.open_all()
             client.flush()
@@ -198,8 +202,7 @@ def test_another_client_waits_for_a_commit_queued_behind_another(
     reader = ThreadPoolExecutor(1, thread_name_prefix="tab-1")
     reply = gated.opening(1, lambda b: "You said: a long story, in many words")
     try:
-        with _fake(kind, reply) as fake:
-            sdk = _sdk(kind, fake)
+        with _fake(kind, reply) as fake, closing(_sdk(kind, fake)) as sdk:
             client = wrap(sdk, memory=memory, session="chat", user_id="ana")
             read = _stream_cut_behind_a_held_commit(kind, gated, client, reader)
             gated.opened[0].set()
@@ -235,8 +238,9 @@ def test_a_failed_background_commit_is_logged_once_without_the_users_text(
         with (
             Memory(store=gated, embedder=HashEmbedder(), background_embedding=False) as memory,  # type: ignore[arg-type]
             _fake(kind, lambda b: "Noted: no peanuts.") as fake,
+            closing(_sdk(kind, fake)) as sdk,
         ):
-            client = wrap(_sdk(kind, fake), memory=memory, session="chat", user_id="ana")
+            client = wrap(sdk, memory=memory, session="chat", user_id="ana")
             _ask(client, kind, "I am allergic to peanuts")
             memory.close()  # the app's shutdown: waits for the commit, raising nothing
             warned = [r for r in caplog.records if r.name.startswith("contextos")]
@@ -293,9 +297,12 @@ def test_a_commit_that_calls_its_client_while_a_later_commit_waits_finishes(
     reader = ThreadPoolExecutor(1, thread_name_prefix="tab-1")
     flusher = ThreadPoolExecutor(1, thread_name_prefix="flush")
     try:
-        with _fake("anthropic", lambda b: "You said: a long story, in many words") as fake:
+        with (
+            _fake("anthropic", lambda b: "You said: a long story, in many words") as fake,
+            closing(_sdk("anthropic", fake)) as sdk,
+        ):
             client = wrap(
-                _sdk("anthropic", fake),
+                sdk,
                 memory=titling,
                 session=Session(memory.store, "chat", user_id="ana"),
             )

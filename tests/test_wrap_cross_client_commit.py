@@ -101,8 +101,10 @@ def log(memory: Memory) -> list[tuple[str, str]]:
 def test_a_client_wrapped_per_request_finds_the_last_clients_reply(
     held: HeldStore, memory: Memory
 ) -> None:
-    with FakeAnthropic(reply=held.answering(lambda b: f"answer {len(b['messages'])}")) as fake:
-        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0)
+    with (
+        FakeAnthropic(reply=held.answering(lambda b: f"answer {len(b['messages'])}")) as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0) as sdk,
+    ):
         first = wrap(sdk, memory=memory, session="chat", user_id="ana")
         asked = [{"role": "user", "content": "first question"}]
         answer = first.messages.create(model=CLAUDE, max_tokens=64, messages=asked)
@@ -133,15 +135,12 @@ def test_tool_results_sent_to_the_other_provider_find_their_call(
     with (
         FakeAnthropic(reply=held.answering(lambda b: call)) as fake_a,
         FakeOpenAI(reply=held.answering(lambda b: "It is 42.")) as fake_o,
+        anthropic.Anthropic(base_url=fake_a.base_url, api_key="k", max_retries=0) as a_sdk,
+        openai.OpenAI(base_url=fake_o.base_url, api_key="k", max_retries=0) as o_sdk,
     ):
-        claude = wrap(
-            anthropic.Anthropic(base_url=fake_a.base_url, api_key="k", max_retries=0),
-            memory=memory,
-            session="chat",
-            user_id="ana",
-        )
+        claude = wrap(a_sdk, memory=memory, session="chat", user_id="ana")
         gpt = wrap(
-            openai.OpenAI(base_url=fake_o.base_url, api_key="k", max_retries=0),
+            o_sdk,
             memory=memory,
             session="chat",
             user_id="ana",
@@ -171,8 +170,8 @@ def test_another_clients_failed_commit_is_raised_to_that_client(tmp_path: Path) 
         with (
             Memory(store=held, embedder=HashEmbedder(), background_embedding=False) as memory,  # type: ignore[arg-type]
             FakeAnthropic(reply=held.answering(lambda b: "an answer")) as fake,
+            anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0) as sdk,
         ):
-            sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0)
             first = wrap(sdk, memory=memory, session="chat", user_id="ana")
             second = wrap(sdk, memory=memory, session="chat", user_id="ana")
             first.messages.create(
@@ -222,8 +221,8 @@ def test_a_commit_that_calls_another_client_of_the_session_finishes(
     with (
         Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
         FakeAnthropic(reply=lambda b: f"answer {len(b['messages'])}") as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0) as sdk,
     ):
-        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0)
         titling = _TitlingMemory(memory)
         titling.client = wrap(sdk, memory=memory, session="chat", user_id="ana")
         chat = wrap(

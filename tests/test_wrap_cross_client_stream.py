@@ -107,8 +107,10 @@ def roles(memory: Memory) -> str:
 def test_a_claude_stream_dropped_at_message_stop_is_in_the_next_clients_window(
     gated: GatedStore, memory: Memory
 ) -> None:
-    with FakeAnthropic(reply=lambda b: f"answer {len(b['messages'])}") as fake:
-        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0)
+    with (
+        FakeAnthropic(reply=lambda b: f"answer {len(b['messages'])}") as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0) as sdk,
+    ):
         blocker = busy_reporter(sdk, memory, gated)
         first = wrap(sdk, memory=memory, session="chat", user_id="ana")
         stream = first.messages.create(
@@ -140,8 +142,10 @@ def test_a_claude_stream_dropped_at_message_stop_is_in_the_next_clients_window(
 def test_an_openai_stream_left_at_finish_reason_is_in_the_next_clients_window(
     memory: Memory,
 ) -> None:
-    with FakeOpenAI(reply=lambda b: f"answer {len(b['messages'])}") as fake:
-        sdk = openai.OpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
+    with (
+        FakeOpenAI(reply=lambda b: f"answer {len(b['messages'])}") as fake,
+        openai.OpenAI(base_url=fake.base_url, api_key="k", max_retries=0) as sdk,
+    ):
         kept: list[Any] = []  # as the SDK stream's own cycle keeps it until a collection
 
         def first_request() -> None:
@@ -190,12 +194,13 @@ def test_a_claude_tool_call_dropped_at_message_stop_lets_gpt_take_its_result(
     with (
         FakeAnthropic(reply=lambda b: call if b["messages"][-1]["role"] == "user" else "ok") as fa,
         FakeOpenAI(reply=lambda b: "It is 42.") as fo,
+        anthropic.Anthropic(base_url=fa.base_url, api_key="k", max_retries=0) as a_sdk,
+        openai.OpenAI(base_url=fo.base_url, api_key="k", max_retries=0) as o_sdk,
     ):
-        a_sdk = anthropic.Anthropic(base_url=fa.base_url, api_key="k", max_retries=0)
         blocker = busy_reporter(a_sdk, memory, gated)
         claude = wrap(a_sdk, memory=memory, session="chat", user_id="ana")
         gpt = wrap(
-            openai.OpenAI(base_url=fo.base_url, api_key="k", max_retries=0),
+            o_sdk,
             memory=memory,
             session="chat",
             user_id="ana",

@@ -217,3 +217,4 @@ def test_a_multiprocessing_fork_child_fails_its_call_and_closes(
         ("assistant", "hello there"),
     ]
     memory.close()
+    sdk.close()

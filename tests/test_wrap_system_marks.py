@@ -77,15 +77,16 @@ def _converse(side: Side, calls: int, *, mark_last: bool = False) -> list[tuple[
 @pytest.fixture
 def clients(tmp_path: Any) -> Any:
     """(bare, wrapped): the real SDK client, bare and wrapped, each on a fake of its own."""
-    with FakeAnthropic() as bare_fake, FakeAnthropic() as wrapped_fake:
-        bare = anthropic.Anthropic(base_url=bare_fake.base_url, api_key="t", max_retries=0)
-        raw = anthropic.Anthropic(base_url=wrapped_fake.base_url, api_key="t", max_retries=0)
-        with Memory(
-            tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False
-        ) as memory:
-            wrapped = wrap(raw, memory=memory, session="s", user_id="ana")
-            yield Side(bare, bare_fake), Side(wrapped, wrapped_fake)
-            wrapped.flush()
+    with (
+        FakeAnthropic() as bare_fake,
+        FakeAnthropic() as wrapped_fake,
+        anthropic.Anthropic(base_url=bare_fake.base_url, api_key="t", max_retries=0) as bare,
+        anthropic.Anthropic(base_url=wrapped_fake.base_url, api_key="t", max_retries=0) as raw,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+    ):
+        wrapped = wrap(raw, memory=memory, session="s", user_id="ana")
+        yield Side(bare, bare_fake), Side(wrapped, wrapped_fake)
+        wrapped.flush()
 
 
 def test_the_apps_mark_before_a_changing_system_block_is_kept_and_read(clients: Any) -> None:
