@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -84,14 +85,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.serial)
 
 
-#: Every socket this process made (``socket.__new__``'s audit event), weakly held: the
-#: check below finds the ones a module left open for the garbage collector.
-_SOCKETS: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+#: Every socket our code or the tests made in this process (``socket.__new__``'s audit
+#: event; not those a server thread of the standard library accepts), weakly held, with
+#: where they were made: the check below finds the ones a module left open for the
+#: garbage collector, and names where they came from.
+_SOCKETS: weakref.WeakKeyDictionary[socket.socket, str] = weakref.WeakKeyDictionary()
 
 
 def _track_sockets(event: str, args: tuple[Any, ...]) -> None:
     if event == "socket.__new__" and isinstance(args[0], socket.socket):
-        _SOCKETS.add(args[0])
+        ours = [
+            f"{Path(f.filename).name}:{f.lineno} {f.name}"
+            for f in traceback.extract_stack(limit=40)
+            if ("/tests/" in f.filename or "/contextos/" in f.filename)
+            and not f.filename.endswith("conftest.py")
+        ]
+        if ours:
+            _SOCKETS[args[0]] = " < ".join(reversed(ours[-4:]))
 
 
 sys.addaudithook(_track_sockets)
@@ -99,18 +109,22 @@ sys.addaudithook(_track_sockets)
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """After each module's last test (its fixtures torn down): fail it if a socket it
-    left open was only closed, if at all, by the garbage collector.
+    """After each module's last test (its fixtures torn down): fail it if a socket that
+    was open then is closed, if at all, only by the garbage collector.
 
     Why: an SDK client never closed holds its socket in a reference cycle; whichever
     later collection finds it may finalize the socket before the client closes it, and
     that ``ResourceWarning`` (an error here) failed some other module's test, at random
-    and on another worker (CI, sessions 58 and 59). Checked here, the module that leaked
-    it fails, every run, whatever order the collector finalizes in. Once a module, not
-    once a test: a full collection costs tens of milliseconds."""
+    and on another worker (CI, sessions 58 and 59). Checked here, the module that left it
+    fails, whatever order the collector finalizes in, with where the socket was made.
+    Once a module, not once a test: a full collection costs tens of milliseconds."""
     if nextitem is not None and nextitem.path == item.path:
         return
-    open_ones = [(weakref.ref(s), repr(s)) for s in list(_SOCKETS) if s.fileno() != -1]
+    open_ones = [
+        (weakref.ref(s), f"{s!r} made at {where}")
+        for s, where in list(_SOCKETS.items())
+        if s.fileno() != -1
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)  # reported below, by module
         gc.collect()

@@ -116,16 +116,17 @@ def test_contextos_model_is_the_model_on_the_openai_path() -> None:
     serves ``llama3``."""
     with FakeOpenAI() as fake:
         base = {"OPENAI_BASE_URL": fake.base_url}
-        chosen = llm_from_settings(load_settings({**base, "CONTEXTOS_MODEL": "llama3"}, db="x"))
-        chosen.complete("Be brief.", [Message(role="user", content="hi")])
-        default = llm_from_settings(load_settings(base, db="x"))
-        default.complete("Be brief.", [Message(role="user", content="hi")])
+        env = {**base, "CONTEXTOS_MODEL": "llama3"}
+        with llm_from_settings(load_settings(env, db="x")) as chosen:
+            chosen.complete("Be brief.", [Message(role="user", content="hi")])
+        with llm_from_settings(load_settings(base, db="x")) as default:
+            default.complete("Be brief.", [Message(role="user", content="hi")])
         models = [r.json()["model"] for r in fake.completions_requests()]
     assert models == ["llama3", "gpt-4.1-mini"]
-    given = llm_from_settings(
+    with llm_from_settings(
         load_settings({**base, "CONTEXTOS_MODEL": "llama3"}, db="x"), model="m"
-    )
-    assert given.model == "m"
+    ) as given:
+        assert given.model == "m"
 
 
 def _closed_port() -> int:
@@ -138,8 +139,10 @@ def test_an_openai_connection_error_names_the_server_it_tried(tmp_path: Path) ->
     """``OPENAI_BASE_URL`` at a server that is not running gave ``openai: ConnectError:
     Connection error.``, naming neither the URL nor the setting."""
     url = f"http://127.0.0.1:{_closed_port()}/v1"
-    llm = llm_from_settings(load_settings({"OPENAI_BASE_URL": url}, db="x"), timeout=5)
-    with pytest.raises(ProviderError) as raised:
+    with (
+        llm_from_settings(load_settings({"OPENAI_BASE_URL": url}, db="x"), timeout=5) as llm,
+        pytest.raises(ProviderError) as raised,
+    ):
         llm.complete("Be brief.", [Message(role="user", content="hi")])
     assert url in str(raised.value) and "OPENAI_BASE_URL" in str(raised.value)
     chat = run_cli(

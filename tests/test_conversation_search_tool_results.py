@@ -55,8 +55,10 @@ def _reply(body: dict[str, Any]) -> Any:
 
 def test_a_cleared_tool_result_is_found_by_conversation_search(tmp_path: Path) -> None:
     memory = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
-    with FakeAnthropic(reply=_reply) as fake:
-        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
+    with (
+        FakeAnthropic(reply=_reply) as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0) as sdk,
+    ):
         client = wrap(
             sdk, memory, session="ops", user_id="ana", compaction="clear_tool_results", budget=12000
         )
@@ -225,8 +227,10 @@ def test_parallel_results_beside_a_search_answer_are_searched_not_its_answer(
     result was quoted again, nesting deeper every turn, and a result after an answer that
     came first could never be found (a review, s57: 38 grew to 4,453 characters)."""
     memory = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
-    with FakeAnthropic() as fake:
-        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
+    with (
+        FakeAnthropic() as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0) as sdk,
+    ):
         client = wrap(sdk, memory=memory, session="s", user_id="ana", memory_tools=True)
         messages: list[dict[str, Any]] = []
         # the search first, a core edit beside it; then searches after an archival insert
@@ -279,8 +283,10 @@ def test_an_apps_indented_result_after_a_search_answer_is_searched_and_the_answe
     config = "    host: db.internal\n    password: HUSKY-7731"  # a YAML fragment
     memory = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
     tools = scoped_tools(memory, user_id="ana", session_id="s")
-    with FakeAnthropic() as fake:
-        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
+    with (
+        FakeAnthropic() as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0) as sdk,
+    ):
         client = wrap(sdk, memory=memory, session="s", user_id="ana")
         fake.enqueue(
             anthropic_text("Noted."),

@@ -35,8 +35,10 @@ def weather_then_answer(body: dict[str, Any]) -> Any:
 
 
 def test_a_completion_carries_the_scripted_tool_calls() -> None:
-    with FakeOpenAI(reply=weather_then_answer) as fake:
-        client = openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0)
+    with (
+        FakeOpenAI(reply=weather_then_answer) as fake,
+        openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0) as client,
+    ):
         messages: list[Any] = [{"role": "user", "content": "Weather in Porto?"}]
         first = client.chat.completions.create(model="m", messages=messages, tools=[WEATHER])
         choice = first.choices[0]
@@ -56,8 +58,10 @@ def test_a_completion_carries_the_scripted_tool_calls() -> None:
 
 def test_a_stream_carries_the_tool_calls_in_pieces() -> None:
     reply = {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Vila Nova de Gaia"}}]}
-    with FakeOpenAI(reply=lambda body: reply) as fake:
-        client = openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0)
+    with (
+        FakeOpenAI(reply=lambda body: reply) as fake,
+        openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0) as client,
+    ):
         with client.chat.completions.stream(
             model="m", messages=[{"role": "user", "content": "Weather?"}], tools=[WEATHER]
         ) as stream:
@@ -72,18 +76,22 @@ def test_a_stream_carries_the_tool_calls_in_pieces() -> None:
 
 
 def test_a_responses_answer_carries_function_calls() -> None:
-    with FakeOpenAI(reply=weather_then_answer) as fake:
-        client = openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0)
+    with (
+        FakeOpenAI(reply=weather_then_answer) as fake,
+        openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0) as client,
+    ):
         answer = client.responses.create(model="m", input="Weather in Porto?")
         (call,) = [item for item in answer.output if item.type == "function_call"]
         assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Porto"}
 
 
 def test_a_reply_hook_that_returns_a_malformed_call_is_a_500_that_says_so() -> None:
-    with FakeOpenAI(reply=lambda body: {"tool_calls": [{"arguments": {}}]}) as fake:
-        client = openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0)
-        with pytest.raises(openai.InternalServerError, match="without a name"):
-            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    with (
+        FakeOpenAI(reply=lambda body: {"tool_calls": [{"arguments": {}}]}) as fake,
+        openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0) as client,
+        pytest.raises(openai.InternalServerError, match="without a name"),
+    ):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
 
 
 def test_a_wrapped_memory_tools_loop_runs_a_call_the_hook_decided(tmp_path: Path) -> None:
@@ -96,8 +104,8 @@ def test_a_wrapped_memory_tools_loop_runs_a_call_the_hook_decided(tmp_path: Path
     with (
         FakeOpenAI(reply=model) as fake,
         contextos.Memory(tmp_path / "m.db", embedder=HashEmbedder()) as memory,
+        openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0) as raw,
     ):
-        raw = openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0)
         client = contextos.wrap(raw, memory=memory, session="s", user_id="ana", memory_tools=True)
         answer = client.chat.completions.create(
             model="gpt-4.1-mini", messages=[{"role": "user", "content": "I moved to Porto."}]

@@ -199,20 +199,18 @@ def test_the_ready_requests_go_through_the_official_sdks(server: LiveServer) -> 
     tools = [*TOOLS, {"name": "ping", "description": "Takes nothing."}]
     first = _window(server, system=SYSTEM, tools=tools, format="anthropic").json()["request"]
     assert first["tools"][1]["input_schema"] == {"type": "object", "properties": {}}
-    fake = FakeAnthropic(reply=lambda body: "in stock").start()
-    try:
-        client = anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0)
+    with (
+        FakeAnthropic(reply=lambda body: "in stock") as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0) as client,
+    ):
         assert client.messages.create(**first).content[0].text == "in stock"
-    finally:
-        fake.stop()
     chosen = _window(server, format="openai", max_tokens=300).json()["request"]
     assert chosen["max_completion_tokens"] == 300
-    fake_oa = FakeOpenAI(reply=lambda body: "in stock").start()
-    try:
-        client_oa = openai.OpenAI(base_url=fake_oa.base_url, api_key="k", max_retries=0)
+    with (
+        FakeOpenAI(reply=lambda body: "in stock") as fake_oa,
+        openai.OpenAI(base_url=fake_oa.base_url, api_key="k", max_retries=0) as client_oa,
+    ):
         reply = client_oa.chat.completions.create(**chosen)
         assert reply.choices[0].message.content == "in stock"
-    finally:
-        fake_oa.stop()
     asked = _window(server, format="anthropic", max_tokens=40_000).json()["request"]
     assert asked["max_tokens"] == 40_000  # as asked: the client streams it

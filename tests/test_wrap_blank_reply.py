@@ -44,13 +44,9 @@ def test_calls_after_a_whitespace_reply_still_succeed(tmp_path: Path) -> None:
     replies = iter(["Hello!", "\n\n", "fine", "still here"])
     fake = FakeAnthropic(reply=lambda body: next(replies)).start()
     memory = Memory(tmp_path / "m.db", embedder=HashEmbedder())
+    raw = anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0)
     try:
-        client = wrap(
-            anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0),
-            memory=memory,
-            session="chat",
-            user_id="ana",
-        )
+        client = wrap(raw, memory=memory, session="chat", user_id="ana")
         said = []
         for question in ["hi", "say nothing", "are you there?", "and now?"]:
             reply = client.messages.create(
@@ -62,6 +58,7 @@ def test_calls_after_a_whitespace_reply_still_succeed(tmp_path: Path) -> None:
         texts = [b["text"] for m in last for b in m["content"] if b.get("type") == "text"]
         assert "say nothing" in texts and all(t.strip() for t in texts)
     finally:
+        raw.close()
         memory.close()
         fake.stop()
 

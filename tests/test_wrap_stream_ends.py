@@ -434,9 +434,11 @@ def test_a_stream_served_from_a_threadpool_survives_another_requests_call_on_its
     not close the stream being served."""
     concurrency = pytest.importorskip("starlette.concurrency")
     anyio_to_thread = pytest.importorskip("anyio.to_thread")
-    with FakeAnthropic() if provider == "anthropic" else FakeOpenAI() as fake:
-        sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
-        client = sdk(base_url=fake.base_url, api_key="t", max_retries=0)
+    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+    with (
+        FakeAnthropic() if provider == "anthropic" else FakeOpenAI() as fake,
+        sdk(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
         wrapped = wrap(client, memory=memory, session="s", user_id="ana")
         threads: dict[str, set[int]] = {"stream": set(), "plain": set()}
         reading, resume = asyncio.Event(), asyncio.Event()

@@ -485,8 +485,10 @@ def test_a_reply_hooks_blocks_are_streamed_to_a_streaming_request(memory):
     """``FakeAnthropic(reply=...)`` returning content blocks answers ``stream=True`` with
     SSE events (it answered with a JSON body the SDK's stream cannot read): a streamed
     tool-use turn is scripted by its blocks, for the bare SDK and the wrapped client."""
-    with FakeAnthropic(reply=_agent_turn) as fake:
-        client = anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0)
+    with (
+        FakeAnthropic(reply=_agent_turn) as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
         question = [{"role": "user", "content": "weather in paris and oslo?"}]
         with client.messages.stream(
             model=MODEL, max_tokens=64, messages=question, tools=TOOLS

@@ -19,7 +19,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 from contextos.config import Settings
 from contextos.errors import ProviderError, ReplyTruncated
@@ -134,6 +134,20 @@ class _SdkLLM(BaseLLM):
                 f"{usage.output_tokens} output tokens): the reply is cut"
             )
         return reply.content
+
+    def close(self) -> None:
+        """Close the SDK client (the one given, or the one :func:`llm_from_settings`
+        built) and its connections. Also ``with llm_from_settings(...) as llm:``.
+
+        Why: an SDK client holds its sockets in a reference cycle, so one never closed
+        stays open until a garbage collection finds it, at some later point."""
+        self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @abstractmethod
     def _send(self, call: LLMCall) -> tuple[Message, Usage, str | None]:
