@@ -121,6 +121,7 @@ def test_contextos_model_is_the_model_on_the_openai_path() -> None:
             chosen.complete("Be brief.", [Message(role="user", content="hi")])
         with llm_from_settings(load_settings(base, db="x")) as default:
             default.complete("Be brief.", [Message(role="user", content="hi")])
+        assert chosen.client.is_closed() and default.client.is_closed()  # and its sockets
         models = [r.json()["model"] for r in fake.completions_requests()]
     assert models == ["llama3", "gpt-4.1-mini"]
     with llm_from_settings(
