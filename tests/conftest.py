@@ -89,19 +89,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 #: event; not those a server thread of the standard library accepts), weakly held, with
 #: where they were made: the check below finds the ones a module left open for the
 #: garbage collector, and names where they came from.
+#: Under ``_SOCKETS_LOCK``: servers' and pools' threads make sockets while the check
+#: below takes its snapshot.
 _SOCKETS: weakref.WeakKeyDictionary[socket.socket, str] = weakref.WeakKeyDictionary()
+_SOCKETS_LOCK = threading.Lock()
 
 
 def _track_sockets(event: str, args: tuple[Any, ...]) -> None:
     if event == "socket.__new__" and isinstance(args[0], socket.socket):
+        frames = traceback.walk_stack(None)  # innermost first; no source lines read
         ours = [
             f"{Path(f.filename).name}:{f.lineno} {f.name}"
-            for f in traceback.extract_stack(limit=40)
+            for f in traceback.StackSummary.extract(frames, limit=40, lookup_lines=False)
             if ("/tests/" in f.filename or "/contextos/" in f.filename)
             and not f.filename.endswith("conftest.py")
         ]
         if ours:
-            _SOCKETS[args[0]] = " < ".join(reversed(ours[-4:]))
+            with _SOCKETS_LOCK:
+                _SOCKETS[args[0]] = " < ".join(ours[:4])
 
 
 sys.addaudithook(_track_sockets)
@@ -120,11 +125,10 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     Once a module, not once a test: a full collection costs tens of milliseconds."""
     if nextitem is not None and nextitem.path == item.path:
         return
-    open_ones = [
-        (weakref.ref(s), f"{s!r} made at {where}")
-        for s, where in list(_SOCKETS.items())
-        if s.fileno() != -1
-    ]
+    with _SOCKETS_LOCK:
+        made = list(_SOCKETS.items())
+    open_ones = [(weakref.ref(s), f"{s!r} made at {at}") for s, at in made if s.fileno() != -1]
+    del made
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)  # reported below, by module
         gc.collect()
